@@ -1,0 +1,26 @@
+"""Where the app finds its runs and data; set by environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+DEFAULT_MODELS_DIR = REPO_ROOT / "models"
+
+#: Run folders the app lists, separated by os.pathsep; defaults to the shipped `models/`.
+MODELS_ENV = "FERDASH_MODELS_DIR"
+#: Folder of evaluated images (e.g. FER2013's `val/`) for the misclassified-faces gallery.
+DATA_ENV = "FERDASH_DATA_DIR"
+
+
+def models_dirs() -> list[Path]:
+    raw = os.environ.get(MODELS_ENV, "")
+    dirs = [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+    return dirs or [DEFAULT_MODELS_DIR]
+
+
+def data_dir_override() -> Path | None:
+    raw = os.environ.get(DATA_ENV, "").strip()
+    return Path(raw).expanduser() if raw else None

@@ -1,0 +1,339 @@
+"""The run-directory contract shared by `training/` (writer) and the app (reader).
+
+A run directory `models/<name>/` holds:
+
+- ``model.keras``: a Keras 3 model taking raw greyscale pixels (float 0-255, shape
+  ``(H, W, 1)``), rescaling inside the model, returning softmax probabilities;
+- ``run.json``: at least ``classes`` (output order) and ``input_size`` ``[H, W]``,
+  plus what produced the run (architecture, data, epochs, seed, ...);
+- ``history.csv``: the Keras ``CSVLogger`` file, one row per epoch;
+- ``evaluation.json``: split, image count, accuracy, confusion matrix (rows = true
+  class, columns = predicted, in ``classes`` order), per-class precision/recall/F1,
+  and the misclassified files.
+
+Everything here is plain file I/O: no TensorFlow import, so the UI can list and
+inspect runs without paying for it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MODEL_FILE = "model.keras"
+RUN_FILE = "run.json"
+HISTORY_FILE = "history.csv"
+EVALUATION_FILE = "evaluation.json"
+
+FER2013_CLASSES: tuple[str, ...] = (
+    "angry",
+    "disgust",
+    "fear",
+    "happy",
+    "neutral",
+    "sad",
+    "surprise",
+)
+
+
+class RunDirError(ValueError):
+    """A run directory, or one of its files, is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What ``run.json`` says about a run, plus where it lives."""
+
+    name: str
+    path: Path
+    classes: tuple[str, ...]
+    input_size: tuple[int, int]
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def history_path(self) -> Path:
+        return self.path / HISTORY_FILE
+
+    @property
+    def evaluation_path(self) -> Path:
+        return self.path / EVALUATION_FILE
+
+    @property
+    def is_happy_sad(self) -> bool:
+        return set(self.classes) == {"happy", "sad"}
+
+    @property
+    def label(self) -> str:
+        arch = self.meta.get("architecture")
+        return f"{self.name} ({arch}, {len(self.classes)} classes)" if arch else self.name
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The content of ``evaluation.json``."""
+
+    split: str
+    image_count: int
+    accuracy: float
+    classes: tuple[str, ...]
+    confusion_matrix: np.ndarray
+    per_class: dict[str, dict[str, float]]
+    macro_f1: float
+    misclassified: list[dict[str, Any]]
+    data_dir: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """One entry of :func:`discover_runs`: a run that loads, or why it does not."""
+
+    name: str
+    path: Path
+    info: RunInfo | None
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.info is not None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RunDirError(f"{path.name} is missing in {path.parent}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path.name} in {path.parent} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path.name} in {path.parent} must hold a JSON object")
+    return data
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    # Write then rename, so that a reader (the dashboard polling a live run) never
+    # sees half a file.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def read_run_info(run_dir: str | Path) -> RunInfo:
+    """Read ``run.json``; raise :class:`RunDirError` saying what is wrong."""
+    run_dir = Path(run_dir)
+    meta = _read_json(run_dir / RUN_FILE)
+    classes = meta.get("classes")
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or not all(isinstance(c, str) and c for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise RunDirError(f"run.json in {run_dir} needs 'classes': a list of 2+ distinct names")
+    size = meta.get("input_size")
+    if (
+        not isinstance(size, list)
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
+        raise RunDirError(f"run.json in {run_dir} needs 'input_size': [height, width]")
+    return RunInfo(
+        name=run_dir.name,
+        path=run_dir,
+        classes=tuple(classes),
+        input_size=(size[0], size[1]),
+        meta=meta,
+    )
+
+
+def write_run_info(
+    run_dir: str | Path,
+    classes: list[str] | tuple[str, ...],
+    input_size: tuple[int, int] | list[int],
+    **meta: Any,
+) -> Path:
+    """Write ``run.json`` (merging into an existing one, so a resumed run keeps its story)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RUN_FILE
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = _read_json(path)
+        except RunDirError:
+            data = {}
+    data.update(meta)
+    data["classes"] = list(classes)
+    data["input_size"] = [int(input_size[0]), int(input_size[1])]
+    _write_json(path, data)
+    return path
+
+
+def read_history(run_dir: str | Path) -> pd.DataFrame:
+    """Read ``history.csv`` (Keras CSVLogger: ``epoch`` plus one column per metric)."""
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        raise RunDirError(f"history.csv is missing in {path.parent}")
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise RunDirError(f"history.csv in {path.parent} cannot be read: {exc}") from exc
+    if "epoch" not in frame.columns or frame.empty:
+        raise RunDirError(f"history.csv in {path.parent} has no 'epoch' rows")
+    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise RunDirError(
+            f"history.csv in {path.parent} has non-numeric columns: {', '.join(non_numeric)}"
+        )
+    return frame
+
+
+def read_evaluation(run_dir: str | Path) -> Evaluation:
+    """Read ``evaluation.json`` and check that its matrix fits its classes."""
+    run_dir = Path(run_dir)
+    data = _read_json(run_dir / EVALUATION_FILE)
+    try:
+        classes = tuple(data["classes"])
+        matrix = np.asarray(data["confusion_matrix"], dtype=np.int64)
+        per_class = {str(k): dict(v) for k, v in data["per_class"].items()}
+        evaluation = Evaluation(
+            split=str(data["split"]),
+            image_count=int(data["image_count"]),
+            accuracy=float(data["accuracy"]),
+            classes=classes,
+            confusion_matrix=matrix,
+            per_class=per_class,
+            macro_f1=float(data.get("macro_f1", math.nan)),
+            misclassified=list(data.get("misclassified", [])),
+            data_dir=data.get("data_dir"),
+            meta={k: v for k, v in data.items() if k not in _EVALUATION_KEYS},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RunDirError(f"evaluation.json in {run_dir} is malformed: {exc!r}") from exc
+    n = len(classes)
+    if matrix.shape != (n, n):
+        raise RunDirError(
+            f"evaluation.json in {run_dir}: confusion matrix is {matrix.shape}, expected ({n}, {n})"
+        )
+    return evaluation
+
+
+_EVALUATION_KEYS = {
+    "split",
+    "image_count",
+    "accuracy",
+    "classes",
+    "confusion_matrix",
+    "per_class",
+    "macro_f1",
+    "misclassified",
+    "data_dir",
+}
+
+
+def metrics_from_confusion(
+    matrix: np.ndarray, classes: list[str] | tuple[str, ...]
+) -> tuple[float, dict[str, dict[str, float]], float]:
+    """Accuracy, per-class precision/recall/F1/support and macro-F1 of a confusion matrix."""
+    matrix = np.asarray(matrix, dtype=np.int64)
+    total = int(matrix.sum())
+    tp = np.diag(matrix).astype(float)
+    predicted = matrix.sum(axis=0).astype(float)
+    actual = matrix.sum(axis=1).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(actual > 0, tp / actual, 0.0)
+        denom = precision + recall
+        f1 = np.where(denom > 0, 2 * precision * recall / denom, 0.0)
+    per_class = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(actual[i]),
+        }
+        for i, name in enumerate(classes)
+    }
+    accuracy = float(tp.sum() / total) if total else 0.0
+    return accuracy, per_class, float(f1.mean()) if len(classes) else 0.0
+
+
+def write_evaluation(
+    run_dir: str | Path,
+    *,
+    split: str,
+    classes: list[str] | tuple[str, ...],
+    confusion_matrix: np.ndarray,
+    misclassified: list[dict[str, Any]] | None = None,
+    data_dir: str | Path | None = None,
+    **meta: Any,
+) -> Path:
+    """Write ``evaluation.json``; accuracy and per-class metrics come from the matrix."""
+    matrix = np.asarray(confusion_matrix, dtype=np.int64)
+    accuracy, per_class, macro_f1 = metrics_from_confusion(matrix, classes)
+    data = {
+        "split": split,
+        "data_dir": str(data_dir) if data_dir is not None else None,
+        "image_count": int(matrix.sum()),
+        "accuracy": accuracy,
+        "macro_f1": macro_f1,
+        "classes": list(classes),
+        "confusion_matrix": matrix.tolist(),
+        "per_class": per_class,
+        **meta,
+        "misclassified": misclassified or [],
+    }
+    path = Path(run_dir) / EVALUATION_FILE
+    _write_json(path, data)
+    return path
+
+
+def discover_runs(*roots: str | Path) -> list[RunListing]:
+    """Every sub-folder of ``roots`` that looks like a run (has ``run.json`` or ``model.keras``).
+
+    A broken run is listed with its problems instead of raising, so one bad folder
+    never hides the others.
+    """
+    listings: list[RunListing] = []
+    seen: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            resolved = run_dir.resolve()
+            if resolved in seen:
+                continue
+            if not ((run_dir / RUN_FILE).exists() or (run_dir / MODEL_FILE).exists()):
+                continue
+            seen.add(resolved)
+            problems: list[str] = []
+            info: RunInfo | None = None
+            try:
+                info = read_run_info(run_dir)
+            except RunDirError as exc:
+                problems.append(str(exc))
+            if not (run_dir / MODEL_FILE).is_file():
+                problems.append(f"model.keras is missing in {run_dir}")
+            listings.append(RunListing(run_dir.name, run_dir, info, tuple(problems)))
+    return listings

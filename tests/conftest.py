@@ -1,0 +1,48 @@
+"""Shared test set-up: the browser for pytest-playwright, and quiet TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# `playwright install` cannot download a browser on machines without internet, so prefer
+# the distribution's Chromium and fall back to Playwright's own build where that exists.
+_SYSTEM_CHROMIUMS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+
+
+def system_chromium() -> str | None:
+    override = os.environ.get("FERDASH_CHROMIUM")
+    if override:
+        return override
+    for candidate in _SYSTEM_CHROMIUMS:
+        if Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    args = dict(browser_type_launch_args)
+    executable = system_chromium()
+    if executable:
+        args["executable_path"] = executable
+    # Chromium's background services try to reach Google; on a closed network they only
+    # add noise and start-up time.
+    args["args"] = [
+        *args.get("args", []),
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    return args

@@ -1,0 +1,1 @@
+"""Training pipeline: FER2013 preparation, architectures, training and evaluation."""
