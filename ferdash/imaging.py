@@ -1,0 +1,214 @@
+"""Safe decoding of uploaded image bytes into the greyscale array the pipeline works on.
+
+Everything a user uploads is untrusted: the checks here (size cap, pixel cap read from
+the header before any decoding, an allow-list of still formats) run before Pillow
+decodes a single pixel, and every failure becomes an :class:`UploadError` whose message
+can be shown next to the file as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Largest upload accepted, in bytes. A phone photo is 2-8 MB; 20 MB leaves room for
+#: high-quality PNGs while keeping a session's memory bounded.
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+#: Largest image accepted, in pixels (width x height), checked from the header before
+#: decoding: a few-kilobyte "decompression bomb" can otherwise expand to gigabytes.
+MAX_PIXELS = 50_000_000
+
+#: Still formats Pillow reads natively. Passed to ``Image.open(formats=...)`` so that
+#: plugins which shell out (EPS runs Ghostscript) or read vector/containers never see
+#: user bytes. (Camera MPO files are opened by the JPEG plugin.)
+ALLOWED_FORMATS: tuple[str, ...] = (
+    "JPEG",
+    "PNG",
+    "BMP",
+    "DIB",
+    "WEBP",
+    "TIFF",
+    "GIF",
+    "PPM",
+    "TGA",
+    "ICO",
+    "PCX",
+    "SGI",
+    "QOI",
+)
+
+#: What the file picker offers; a hint only (the bytes are checked whatever the name).
+ACCEPT: list[str] = [
+    "image/*",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".gif",
+]
+
+#: Decoded images are reduced to at most this long side: the face detector works on a
+#: much smaller copy and the model input is tiny, so more pixels only cost time/memory.
+WORKING_MAX_SIDE = 2048
+
+
+class UploadError(ValueError):
+    """An upload that cannot be used; the message is meant for the person who sent it."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upload decoded to greyscale."""
+
+    grey: np.ndarray  # uint8, (H, W), after EXIF orientation and any working-size reduction
+    format: str  # what Pillow identified, e.g. "JPEG"
+    original_size: tuple[int, int]  # (width, height) as stored in the file
+    frames: int  # >1 for animated GIF / multi-page TIFF; only the first is used
+
+
+def read_upload(path: str | Path, max_bytes: int = MAX_UPLOAD_BYTES) -> bytes:
+    """Read an uploaded file from the server's temporary path, refusing it above ``max_bytes``.
+
+    ``path`` must be the path the server chose (Shiny's ``datapath``), never a name the
+    user typed.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)  # one byte more tells "too big" without reading it all
+    except OSError as exc:
+        raise UploadError("The upload could not be read on the server.") from exc
+    if len(data) > max_bytes:
+        raise UploadError(f"The file is larger than the {max_bytes // (1024 * 1024)} MB limit.")
+    return data
+
+
+def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage:
+    """Decode image bytes to a greyscale uint8 array, or raise :class:`UploadError`.
+
+    Handles EXIF orientation, transparency (composited on white), palette, CMYK,
+    16-bit and float images, and takes the first frame of animations and multi-page files.
+    """
+    if not data:
+        raise UploadError("The file is empty (0 bytes).")
+    if len(data) > max_bytes:
+        raise UploadError(f"The file is larger than the {max_bytes // (1024 * 1024)} MB limit.")
+    try:
+        # Pillow's own bomb guard warns above 89 MP and raises above 179 MP; ours is
+        # stricter and checked below, so silence the warning locally (not globally:
+        # other code in the process may rely on it).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=_open_formats())
+    except Image.DecompressionBombError as exc:
+        raise UploadError(_too_many_pixels_message()) from exc
+    except UnidentifiedImageError as exc:
+        raise UploadError(
+            "This is not an image format the app reads (JPEG, PNG, BMP, WebP, TIFF, GIF, ...)."
+        ) from exc
+    except Exception as exc:  # Broken headers raise assorted types inside plugins.
+        raise UploadError("The file is corrupt: its image header cannot be read.") from exc
+
+    with img:
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise UploadError("The image has no pixels.")
+        if width * height > MAX_PIXELS:
+            raise UploadError(_too_many_pixels_message(width, height))
+        fmt = img.format or "unknown"
+        frames = int(getattr(img, "n_frames", 1) or 1)
+        try:
+            grey = _to_grey(img)
+        except UploadError:
+            raise
+        except Exception as exc:  # Truncated data surfaces as OSError, SyntaxError, ...
+            raise UploadError(
+                "The file is truncated or corrupt: its pixels cannot be decoded."
+            ) from exc
+    return DecodedImage(grey=grey, format=fmt, original_size=(width, height), frames=frames)
+
+
+def _open_formats() -> list[str]:
+    # Pillow raises KeyError for a format whose plugin this build lacks; offer only those it has.
+    Image.init()
+    return [f for f in ALLOWED_FORMATS if f in Image.OPEN]
+
+
+def _too_many_pixels_message(width: int | None = None, height: int | None = None) -> str:
+    size = f" ({width} x {height})" if width and height else ""
+    return (
+        f"The image is too large{size}: at most {MAX_PIXELS // 1_000_000} megapixels are accepted."
+    )
+
+
+def _to_grey(img: Image.Image) -> np.ndarray:
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)  # animated GIF / multi-page TIFF: the first frame only
+    if img.format in ("JPEG", "MPO") and img.mode in ("RGB", "YCbCr", "L"):
+        # Let libjpeg decode luminance only, and at a reduced scale for huge photos:
+        # several times faster than decoding colour and converting afterwards.
+        long_side = max(img.size)
+        scale = max(1, long_side // WORKING_MAX_SIDE)
+        img.draft("L", (img.size[0] // scale, img.size[1] // scale))
+    img.load()
+    img = ImageOps.exif_transpose(img) or img
+
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit (and 32-bit integer) greyscale: Pillow's convert("L") clips at 255,
+        # which turns most 16-bit images white; scale the full range instead.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        grey = np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8)
+    elif mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        arr = np.nan_to_num(arr)
+        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
+        grey = ((arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)).astype(np.uint8)
+    else:
+        if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            mode == "P" and "transparency" in img.info
+        ) or (mode in ("L", "RGB") and "transparency" in img.info):
+            # Transparent pixels carry arbitrary colour; show them as white paper.
+            rgba = img.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, rgba)
+        if img.mode not in ("L", "RGB"):
+            img = img.convert("RGB")  # CMYK, palette, YCbCr, 1-bit, LAB, ...
+        grey = np.asarray(img.convert("L"), dtype=np.uint8)
+
+    grey = np.ascontiguousarray(grey)
+    long_side = max(grey.shape)
+    if long_side > WORKING_MAX_SIDE:
+        factor = long_side / WORKING_MAX_SIDE
+        new_size = (max(1, round(grey.shape[1] / factor)), max(1, round(grey.shape[0] / factor)))
+        grey = np.asarray(Image.fromarray(grey).resize(new_size, Image.Resampling.BOX))
+    return grey
+
+
+def png_data_uri(image: np.ndarray, max_side: int | None = None) -> str:
+    """Encode a uint8 greyscale ``(H, W)`` or RGB ``(H, W, 3)`` array as a PNG data URI.
+
+    Downscales to ``max_side`` (keeping the aspect ratio) so previews stay small in the
+    page; upscales tiny images with nearest-neighbour so a 48x48 face stays crisp.
+    """
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    if max_side:
+        w, h = pil.size
+        scale = max_side / max(w, h)
+        if scale < 1:
+            pil = pil.resize(
+                (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
+            )
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", optimize=False, compress_level=3)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -1,0 +1,171 @@
+"""Decoding uploads: formats, conversions, and every kind of bad file."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from ferdash import imaging
+from ferdash.imaging import UploadError, decode_image
+
+
+def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def gradient(width: int = 64, height: int = 48) -> Image.Image:
+    arr = np.tile(np.linspace(0, 255, width, dtype=np.uint8), (height, 1))
+    return Image.fromarray(arr, mode="L")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "WEBP", "TIFF", "GIF", "PPM", "TGA"])
+def test_still_formats_decode_to_grey_uint8(fmt: str) -> None:
+    decoded = decode_image(encode(gradient().convert("RGB"), fmt))
+    assert decoded.grey.dtype == np.uint8
+    assert decoded.grey.shape == (48, 64)
+    assert decoded.original_size == (64, 48)
+    # The left edge is dark and the right edge light, whatever the codec's losses.
+    assert decoded.grey[:, :4].mean() < 40 and decoded.grey[:, -4:].mean() > 215
+
+
+def test_colour_is_converted_with_luma_weights() -> None:
+    red = Image.new("RGB", (8, 8), (255, 0, 0))
+    grey = decode_image(encode(red, "PNG")).grey
+    assert abs(int(grey[0, 0]) - 76) <= 1  # ITU-R 601: 0.299 * 255
+
+
+def test_exif_orientation_is_honoured() -> None:
+    img = gradient(40, 20).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    decoded = decode_image(encode(img, "JPEG", exif=exif.tobytes()))
+    assert decoded.grey.shape == (40, 20)  # portrait after rotation
+    # The dark left edge of the stored image ends up on top.
+    assert decoded.grey[:4].mean() < decoded.grey[-4:].mean()
+
+
+def test_16_bit_png_uses_its_full_range() -> None:
+    arr = np.array([[0, 32768, 65535]], dtype=np.uint16)
+    data = encode(Image.fromarray(arr), "PNG")
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    grey = decode_image(data).grey
+    assert grey.tolist() == [[0, 128, 255]]
+
+
+def test_palette_with_transparency_is_composited_on_white() -> None:
+    img = Image.new("P", (4, 4), 0)
+    img.putpalette([0, 0, 0, 10, 10, 10] + [0] * 762)
+    img.putpixel((0, 0), 1)
+    data = encode(img, "PNG", transparency=0)
+    grey = decode_image(data).grey
+    assert grey[1, 1] == 255  # transparent black reads as white paper
+    assert grey[0, 0] == 10
+
+
+def test_rgba_transparency_is_white() -> None:
+    img = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert decode_image(encode(img, "PNG")).grey.min() == 255
+
+
+def test_cmyk_jpeg_decodes() -> None:
+    img = Image.new("CMYK", (16, 16), (0, 0, 0, 0))  # no ink: white
+    decoded = decode_image(encode(img, "JPEG"))
+    assert decoded.grey.shape == (16, 16)
+    assert decoded.grey.mean() > 200
+
+
+def test_animated_gif_uses_first_frame() -> None:
+    frames = [Image.new("L", (10, 10), 0), Image.new("L", (10, 10), 255)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
+    decoded = decode_image(data)
+    assert decoded.frames == 2
+    assert decoded.grey.max() < 20
+
+
+def test_multipage_tiff_uses_first_page() -> None:
+    pages = [Image.new("L", (10, 10), 200), Image.new("L", (10, 10), 10)]
+    data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    decoded = decode_image(data)
+    assert decoded.frames == 2
+    assert decoded.grey.min() == 200
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 3000), (3000, 1), (5000, 2)])
+def test_tiny_and_extreme_aspect_ratios(size: tuple[int, int]) -> None:
+    decoded = decode_image(encode(Image.new("L", size, 128), "PNG"))
+    assert decoded.grey.size >= 1
+    assert max(decoded.grey.shape) <= imaging.WORKING_MAX_SIDE
+
+
+def test_large_images_are_reduced_to_working_size() -> None:
+    decoded = decode_image(encode(Image.new("RGB", (4100, 300), (90, 90, 90)), "JPEG"))
+    assert decoded.original_size == (4100, 300)
+    assert max(decoded.grey.shape) <= imaging.WORKING_MAX_SIDE
+
+
+def test_empty_file() -> None:
+    with pytest.raises(UploadError, match="empty"):
+        decode_image(b"")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_file(fmt: str) -> None:
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 255, (200, 200), dtype=np.uint8))
+    data = encode(noisy, fmt)
+    with pytest.raises(UploadError, match="truncated or corrupt"):
+        decode_image(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"this is a text file, named photo.png",
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,  # PNG signature, garbage after
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",  # EPS would run Ghostscript
+    ],
+)
+def test_non_images_are_refused(data: bytes) -> None:
+    with pytest.raises(UploadError):
+        decode_image(data)
+
+
+def test_pixel_bomb_is_refused_from_the_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 64 megapixels of 1-bit white compress to a few kB.
+    data = encode(Image.new("1", (8000, 8000), 1), "PNG")
+    assert len(data) < 200_000
+
+    def no_decoding(self):  # the pixels must never be decoded
+        raise AssertionError("decoded a bomb")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(UploadError, match="50 megapixels"):
+        decode_image(data)
+
+
+def test_size_cap() -> None:
+    with pytest.raises(UploadError, match="larger than"):
+        decode_image(b"\x00" * 2048, max_bytes=1024)
+
+
+def test_read_upload_stops_at_the_cap(tmp_path) -> None:
+    path = tmp_path / "upload"
+    path.write_bytes(b"\x00" * 5000)
+    with pytest.raises(UploadError, match="larger than"):
+        imaging.read_upload(path, max_bytes=4096)
+    assert imaging.read_upload(path, max_bytes=5000) == b"\x00" * 5000
+    with pytest.raises(UploadError):
+        imaging.read_upload(tmp_path / "missing")
+
+
+def test_png_data_uri_downscales() -> None:
+    uri = imaging.png_data_uri(np.zeros((1000, 500), dtype=np.uint8), max_side=100)
+    assert uri.startswith("data:image/png;base64,")
+    img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert img.size == (50, 100)
