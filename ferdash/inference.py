@@ -1,0 +1,152 @@
+"""One upload in, one result out: decode, find the face, crop, classify.
+
+Every step that can fail on a user's file is caught per file, so one bad file in a
+batch of uploads gets its own message and the others are still classified. The model
+is called once for all faces of an upload (one batch), not once per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import faces, imaging
+from .imaging import MAX_UPLOAD_BYTES, UploadError
+from .model_store import LoadedRun
+
+#: Crop size shown when no model is installed (FER2013's).
+DEFAULT_INPUT_SIZE = (48, 48)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An image decoded and cropped, ready for a model."""
+
+    grey: np.ndarray  # the (possibly reduced) greyscale image the box refers to
+    original_size: tuple[int, int]  # (width, height) in the file
+    format: str
+    frames: int
+    faces_found: int
+    box: faces.FaceBox | None  # the classified face; None when the whole image was used
+    tight_crop: bool  # a small image taken to be a face crop already
+    crop: np.ndarray  # uint8 (H, W) at the model's input size
+
+    @property
+    def whole_image(self) -> bool:
+        return self.box is None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What the Predict panel shows for one file."""
+
+    name: str  # the user's file name: display text only, never a path
+    prepared: Prepared | None = None
+    classes: tuple[str, ...] = ()
+    probs: np.ndarray | None = None  # None when no model ran (error, or none installed)
+    error: str | None = None
+    model_error: str | None = None  # set when the image was fine but the model failed
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.prepared is not None
+
+    @property
+    def top(self) -> tuple[str, float] | None:
+        if self.probs is None:
+            return None
+        i = int(np.argmax(self.probs))
+        return self.classes[i], float(self.probs[i])
+
+
+def prepare_image(data: bytes, input_size: tuple[int, int]) -> Prepared:
+    """Decode, detect and crop; raises :class:`UploadError` for unusable files."""
+    decoded = imaging.decode_image(data)
+    grey = decoded.grey
+    tight = faces.is_tight_crop(grey)
+    found: list[faces.FaceBox] = [] if tight else faces.detect_faces(grey)
+    if found:
+        box: faces.FaceBox | None = found[0]  # the largest face: most pixels, likeliest subject
+        crop = faces.crop_face(grey, found[0], input_size)
+    else:
+        box = None
+        crop = faces.whole_image_input(grey, input_size)
+    return Prepared(
+        grey=grey,
+        original_size=decoded.original_size,
+        format=decoded.format,
+        frames=decoded.frames,
+        faces_found=len(found),
+        box=box,
+        tight_crop=tight,
+        crop=crop,
+    )
+
+
+def read_shiny_upload(upload: Mapping[str, Any], max_bytes: int = MAX_UPLOAD_BYTES) -> bytes:
+    """The bytes of one entry of a Shiny file input (``name``, ``size``, ``datapath``).
+
+    Only ``datapath`` (chosen by the server) is opened; the size is checked first so an
+    oversized file is refused without being read.
+    """
+    size = upload.get("size")
+    if isinstance(size, (int, float)) and size > max_bytes:
+        raise UploadError(f"The file is larger than the {max_bytes // (1024 * 1024)} MB limit.")
+    datapath = upload.get("datapath")
+    if not datapath:
+        raise UploadError("The upload did not reach the server.")
+    return imaging.read_upload(Path(str(datapath)), max_bytes)
+
+
+def analyse(
+    files: Sequence[tuple[str, bytes | Mapping[str, Any]]],
+    loaded: LoadedRun | None,
+) -> list[ImageResult]:
+    """Results for ``(name, bytes-or-Shiny-upload)`` pairs, in order; never raises for bad files."""
+    input_size = loaded.input_size if loaded else DEFAULT_INPUT_SIZE
+    prepared: list[Prepared | None] = []
+    errors: list[str | None] = []
+    for _name, source in files:
+        try:
+            data = source if isinstance(source, bytes) else read_shiny_upload(source)
+            prepared.append(prepare_image(data, input_size))
+            errors.append(None)
+        except UploadError as exc:
+            prepared.append(None)
+            errors.append(str(exc))
+        except Exception as exc:  # never let one odd file end the session
+            prepared.append(None)
+            errors.append(f"The file could not be processed ({type(exc).__name__}).")
+
+    probs: list[np.ndarray | None] = [None] * len(files)
+    model_error: str | None = None
+    good = [i for i, p in enumerate(prepared) if p is not None]
+    if loaded is not None and good:
+        batch = np.stack([prepared[i].crop for i in good]).astype(np.float32)[..., None]
+        try:
+            out = loaded.predict(batch)
+            for j, i in enumerate(good):
+                probs[i] = out[j]
+        except Exception as exc:
+            model_error = f"The model failed on these images: {exc}"
+
+    classes = loaded.classes if loaded else ()
+    return [
+        ImageResult(
+            name=name,
+            prepared=prepared[i],
+            classes=classes,
+            probs=probs[i],
+            error=errors[i],
+            model_error=model_error if prepared[i] is not None else None,
+        )
+        for i, (name, _source) in enumerate(files)
+    ]
+
+
+def analyse_bytes(data: bytes, loaded: LoadedRun | None, name: str = "image") -> ImageResult:
+    """One image's result (see :func:`analyse`)."""
+    return analyse([(name, data)], loaded)[0]

@@ -1,0 +1,136 @@
+"""A process-wide cache of loaded runs: each model file is loaded and traced once.
+
+Keyed by the model file's resolved path plus its modification time and size (and what
+run.json says about calling it), so a run that is retrained in place is reloaded, while every session of the app shares one copy
+otherwise. Failures are cached under the same key too: a broken file is not re-read on
+every upload, and is retried as soon as it changes.
+
+TensorFlow is imported only when the first model is loaded (inside
+:func:`ferdash.predictor.load_keras_model`), so the app starts without it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .predictor import TTA_MODES, ModelLoadError, compiled_predictor, load_keras_model
+from .rundir import RunInfo
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A run ready to predict: ``predict(batch (N, H, W, 1) float 0-255) -> (N, classes)``."""
+
+    info: RunInfo
+    predict: Callable[[np.ndarray], np.ndarray]
+    tta: str | None
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.classes
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.info.input_size
+
+
+_Key = tuple[str, int, int, tuple[str, ...], tuple[int, int], str]
+
+_lock = threading.Lock()
+_entries: dict[_Key, LoadedRun | ModelLoadError] = {}
+_key_locks: dict[_Key, threading.Lock] = {}
+
+
+def _key(info: RunInfo) -> _Key:
+    path = info.model_path
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ModelLoadError(f"model.keras is missing in {info.path}") from exc
+    # What run.json says about the model is part of the key too: editing classes,
+    # input_size or tta changes how the same file must be called.
+    tta = repr(info.meta.get("tta"))
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size, info.classes, info.input_size, tta)
+
+
+def get_loaded_run(info: RunInfo) -> LoadedRun:
+    """The loaded model of ``info``; raises :class:`ModelLoadError` with a readable reason.
+
+    Thread-safe: concurrent callers for the same file wait for one load; different files
+    load in parallel.
+    """
+    key = _key(info)
+    with _lock:
+        entry = _entries.get(key)
+        if entry is None:
+            key_lock = _key_locks.setdefault(key, threading.Lock())
+    if entry is None:
+        with key_lock:
+            with _lock:
+                entry = _entries.get(key)
+            if entry is None:
+                try:
+                    entry = _load(info)
+                except ModelLoadError as exc:
+                    entry = exc
+                with _lock:
+                    # Drop older versions of the same file: they can never be asked for again.
+                    for old in [k for k in _entries if k[0] == key[0] and k != key]:
+                        del _entries[old]
+                        _key_locks.pop(old, None)
+                    _entries[key] = entry
+    if isinstance(entry, ModelLoadError):
+        raise entry
+    return entry
+
+
+def clear_cache() -> None:
+    """Forget every loaded model (tests; a long-lived process that wants memory back)."""
+    with _lock:
+        _entries.clear()
+        _key_locks.clear()
+
+
+def cached_count() -> int:
+    with _lock:
+        return sum(isinstance(e, LoadedRun) for e in _entries.values())
+
+
+def _load(info: RunInfo) -> LoadedRun:
+    tta = info.meta.get("tta")
+    if tta not in TTA_MODES:
+        raise ModelLoadError(
+            f"run.json of {info.name} asks for test-time augmentation {tta!r}; "
+            f"known: {', '.join(str(m) for m in TTA_MODES if m)} or none"
+        )
+    model = load_keras_model(info.model_path)
+    height, width = info.input_size
+    try:
+        in_shape = tuple(model.input_shape)
+        out_units = int(model.output_shape[-1])
+    except Exception as exc:  # a model without a single defined input/output
+        raise ModelLoadError(f"model of {info.name} has no single input and output") from exc
+    expected = (height, width, 1)
+    # None means "any size" (a fully convolutional model), which fits every input_size.
+    if len(in_shape) != 4 or any(d is not None and d != e for d, e in zip(in_shape[1:], expected)):
+        raise ModelLoadError(
+            f"model of {info.name} takes {in_shape[1:]}, but run.json says "
+            f"input_size {[height, width]} with one grey channel"
+        )
+    if out_units != len(info.classes):
+        raise ModelLoadError(
+            f"model of {info.name} returns {out_units} probabilities for "
+            f"{len(info.classes)} classes in run.json"
+        )
+    predict = compiled_predictor(model, (height, width), tta=tta)
+    try:
+        # Trace now, while the person already waits for the load, not on the first image.
+        predict(np.zeros((1, height, width, 1), dtype=np.float32))
+    except Exception as exc:
+        raise ModelLoadError(f"model of {info.name} fails on a test input: {exc}") from exc
+    return LoadedRun(info=info, predict=predict, tta=tta)

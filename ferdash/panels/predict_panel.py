@@ -1,0 +1,421 @@
+"""The Predict panel: upload face images, read the model's answer.
+
+A Python port of the R Shiny app "Facial Expression Test", extended to several files,
+seven expressions, face detection in real photos and a CSV of the results.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from typing import Callable
+
+import cv2
+import numpy as np
+import pandas as pd
+from htmltools import Tag, TagList
+from shiny import Inputs, Outputs, Session, module, reactive, render, req, ui
+
+from .. import plots, wording
+from ..imaging import ACCEPT, MAX_PIXELS, MAX_UPLOAD_BYTES, png_data_uri
+from ..inference import ImageResult, analyse
+from ..model_store import LoadedRun, get_loaded_run
+from ..predictor import ModelLoadError
+from ..rundir import RunInfo, RunListing
+
+MODE_FER7 = "fer7"
+MODE_HAPPY_SAD = "happy_sad"
+MODES = {MODE_FER7: "Seven expressions", MODE_HAPPY_SAD: "Happy vs sad (original app)"}
+#: The run each mode selects when it exists (the names of the shipped runs).
+DEFAULT_RUN = {MODE_FER7: "fer7", MODE_HAPPY_SAD: "happy_sad"}
+
+TITLE = "Facial Expression Test"
+SUBTITLE = "Let's calculate image expression percentage for happy or sad."
+TRAIN_HINT = (
+    "Train one with python -m training train (see the README, section “Training”); "
+    "it appears here without restarting the app."
+)
+
+PREVIEW_MAX_SIDE = 360
+CROP_DISPLAY_SIDE = 144
+
+_CSS = """
+.predict-result .card-header { font-weight: 600; overflow-wrap: anywhere; }
+.predict-result figure { margin: 0; text-align: center; }
+.predict-result figcaption { font-size: .85rem; color: var(--bs-secondary-color); margin-top: .25rem; }
+.predict-result img.upload-preview { max-width: 100%; height: auto; border-radius: .25rem; }
+.predict-result img.face-crop { width: 144px; height: 144px; image-rendering: pixelated;
+  border: 1px solid var(--bs-border-color); border-radius: .25rem; }
+.predict-result img.prob-chart { max-width: 100%; height: auto; }
+.predict-result .expression-sentence { font-size: 1.15rem; font-weight: 500; margin: .5rem 0 0; }
+.predict-result .top-class { font-size: 1.15rem; font-weight: 500; margin: .5rem 0 0; }
+"""
+
+
+@module.ui
+def panel_ui() -> Tag:
+    return ui.layout_sidebar(
+        ui.sidebar(
+            ui.input_radio_buttons("mode", "Model", choices=MODES, selected=MODE_FER7),
+            ui.input_select("run", "Trained run", choices={}),
+            ui.input_file(
+                "upload",
+                "Face images",
+                multiple=True,
+                accept=ACCEPT,
+                button_label="Browse",
+                placeholder="JPEG, PNG, BMP, WebP, TIFF, GIF",
+            ),
+            ui.p(
+                "Colour images are converted to greyscale. In a photo the faces are found "
+                "with OpenCV's Haar detector and the largest one is classified; small images "
+                "(up to 96 px) are taken to be face crops already. "
+                f"Up to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB and "
+                f"{MAX_PIXELS // 1_000_000} megapixels per file.",
+                class_="small text-body-secondary",
+            ),
+            width=320,
+            open="always",
+        ),
+        ui.tags.style(_CSS),
+        ui.h2(TITLE, class_="mb-1"),
+        ui.p(SUBTITLE, class_="lead text-body-secondary"),
+        ui.output_ui("status"),
+        ui.output_ui("table_card"),
+        ui.output_ui("results"),
+    )
+
+
+@module.server
+def panel_server(
+    input: Inputs,
+    output: Outputs,
+    session: Session,
+    runs: Callable[[], list[RunListing]],
+) -> None:
+    @reactive.calc
+    def usable_runs() -> list[RunInfo]:
+        return [r.info for r in runs() if r.info is not None and not r.problems]
+
+    @reactive.calc
+    def mode_runs() -> list[RunInfo]:
+        happy_sad = input.mode() == MODE_HAPPY_SAD
+        return [info for info in usable_runs() if info.is_happy_sad == happy_sad]
+
+    def _default_choice(infos: list[RunInfo]) -> str | None:
+        wanted = DEFAULT_RUN.get(input.mode())
+        for info in infos:
+            if info.name == wanted:
+                return str(info.path)
+        return str(infos[0].path) if infos else None
+
+    @reactive.effect
+    def _update_run_choices() -> None:
+        infos = mode_runs()
+        choices = {str(info.path): info.label for info in infos}
+        with reactive.isolate():
+            current = input.run()
+        selected = current if current in choices else _default_choice(infos)
+        ui.update_select("run", choices=choices, selected=selected)
+
+    @reactive.calc
+    def selected_run() -> RunInfo | None:
+        infos = mode_runs()
+        chosen = input.run()
+        for info in infos:
+            if str(info.path) == chosen:
+                return info
+        # The select lags one round-trip behind a mode switch: use the mode's default.
+        default = _default_choice(infos)
+        return next((info for info in infos if str(info.path) == default), None)
+
+    @reactive.effect
+    def _preload() -> None:
+        # Load (and trace) the chosen model in the background while the person picks a
+        # file, so the first upload does not wait for TensorFlow's import.
+        info = selected_run()
+        if info is not None:
+            threading.Thread(target=_load_quietly, args=(info,), daemon=True).start()
+
+    @reactive.calc
+    def loaded() -> tuple[LoadedRun | None, str | None]:
+        info = selected_run()
+        if info is None:
+            return None, None
+        try:
+            return get_loaded_run(info), None
+        except ModelLoadError as exc:
+            return None, f"The model of run “{info.name}” cannot be used: {exc}"
+
+    @reactive.calc
+    def image_results() -> list[ImageResult]:
+        files = input.upload()
+        if not files:
+            return []
+        model, _error = loaded()
+        return analyse([(str(f.get("name", "")), f) for f in files], model)
+
+    @render.ui
+    def status() -> TagList:
+        items: list[Tag] = []
+        if not usable_runs():
+            items.append(
+                ui.div(
+                    ui.strong("No trained model is installed. "),
+                    "Uploaded images are still read and their faces found, but not "
+                    "classified. ",
+                    TRAIN_HINT,
+                    class_="alert alert-warning",
+                    id=session.ns("no_model"),
+                    role="alert",
+                )
+            )
+        elif not mode_runs():
+            other = MODES[MODE_FER7 if input.mode() == MODE_HAPPY_SAD else MODE_HAPPY_SAD]
+            items.append(
+                ui.div(
+                    f"No run for “{MODES[input.mode()]}” is installed; choose “{other}”. ",
+                    TRAIN_HINT,
+                    class_="alert alert-warning",
+                    id=session.ns("no_mode_model"),
+                    role="alert",
+                )
+            )
+        broken = [r for r in runs() if r.problems]
+        if broken:
+            items.append(
+                ui.div(
+                    ui.strong("Runs that cannot be used: "),
+                    ui.tags.ul(*[ui.tags.li(f"{r.name}: {'; '.join(r.problems)}") for r in broken]),
+                    class_="alert alert-secondary small",
+                    id=session.ns("broken_runs"),
+                )
+            )
+        if input.upload():
+            _model, error = loaded()
+            if error:
+                items.append(
+                    ui.div(
+                        error,
+                        " Other runs still work: choose one in the sidebar.",
+                        class_="alert alert-danger",
+                        id=session.ns("model_error"),
+                        role="alert",
+                    )
+                )
+        else:
+            items.append(
+                ui.p(
+                    "Choose one or more face images with “Browse”.",
+                    class_="text-body-secondary",
+                    id=session.ns("hint"),
+                )
+            )
+        return TagList(*items)
+
+    @render.ui
+    def results() -> TagList:
+        happy_sad = input.mode() == MODE_HAPPY_SAD
+        return TagList(
+            *[
+                _result_card(session.ns(f"result_{i}"), result, happy_sad)
+                for i, result in enumerate(image_results())
+            ]
+        )
+
+    @render.ui
+    def table_card() -> Tag | None:
+        if len(image_results()) < 2:
+            return None
+        return ui.card(
+            ui.card_header(
+                ui.span(f"All files ({len(image_results())})"),
+                ui.download_button("download_csv", "Download CSV", class_="btn-sm ms-auto"),
+                class_="d-flex align-items-center gap-2",
+            ),
+            ui.output_data_frame("table"),
+            id=session.ns("table_panel"),
+        )
+
+    @render.data_frame
+    def table() -> render.DataGrid:
+        rows = image_results()
+        req(len(rows) >= 2)
+        return render.DataGrid(results_frame(rows, as_percent=True), width="100%")
+
+    @render.download(filename="ferdash-predictions.csv", media_type="text/csv")
+    def download_csv():
+        yield csv_text(results_frame(image_results(), as_percent=False))
+
+
+def _load_quietly(info: RunInfo) -> None:
+    try:
+        get_loaded_run(info)
+    except Exception:
+        pass  # the error is cached and shown when the person uploads
+
+
+def results_frame(results: list[ImageResult], as_percent: bool) -> pd.DataFrame:
+    """One row per file: file, face found, top class, every class probability, message."""
+    classes: list[str] = []
+    for result in results:
+        for name in result.classes:
+            if name not in classes:
+                classes.append(name)
+    rows = []
+    for result in results:
+        prepared = result.prepared
+        row: dict[str, object] = {"file": result.name, "message": result.error or result.model_error or ""}
+        if prepared is None:
+            row["face found"] = ""
+            row["faces"] = None
+        elif prepared.tight_crop:
+            row["face found"] = "whole image (small crop)"
+            row["faces"] = None
+        elif prepared.box is None:
+            row["face found"] = "no (whole image)"
+            row["faces"] = 0
+        else:
+            row["face found"] = "yes"
+            row["faces"] = prepared.faces_found
+        top = result.top
+        row["top class"] = top[0] if top else ""
+        scale = 100.0 if as_percent else 1.0
+        digits = 1 if as_percent else 4
+        row["top probability" + (" (%)" if as_percent else "")] = (
+            round(top[1] * scale, digits) if top else None
+        )
+        for name in classes:
+            value = None
+            if result.probs is not None and name in result.classes:
+                value = round(float(result.probs[result.classes.index(name)]) * scale, digits)
+            row[name + (" (%)" if as_percent else "")] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """The frame as CSV, with file names defused for spreadsheets.
+
+    A name starting with = + - @ would run as a formula when the CSV is opened in a
+    spreadsheet; a leading apostrophe keeps it text.
+    """
+    frame = frame.copy()
+    if "file" in frame:
+        frame["file"] = [
+            "'" + name if name[:1] in ("=", "+", "-", "@", "\t", "\r") else name
+            for name in frame["file"].astype(str)
+        ]
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def _preview_with_box(result: ImageResult) -> np.ndarray:
+    prepared = result.prepared
+    assert prepared is not None
+    grey = prepared.grey
+    height, width = grey.shape
+    scale = min(1.0, PREVIEW_MAX_SIDE / max(height, width))
+    if scale < 1.0:
+        grey = cv2.resize(
+            grey,
+            (max(1, round(width * scale)), max(1, round(height * scale))),
+            interpolation=cv2.INTER_AREA,
+        )
+    elif max(height, width) < CROP_DISPLAY_SIDE:
+        # A 48x48 crop would be a speck: enlarge by a whole factor, keeping its pixels sharp.
+        scale = float(CROP_DISPLAY_SIDE // max(height, width))
+        grey = cv2.resize(
+            grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_NEAREST
+        )
+    rgb = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
+    if prepared.box is not None:
+        box = prepared.box
+        thickness = max(2, round(max(rgb.shape[:2]) / 150))
+        cv2.rectangle(
+            rgb,
+            (round(box.x * scale), round(box.y * scale)),
+            (round((box.x + box.w) * scale), round((box.y + box.h) * scale)),
+            (40, 200, 60),
+            thickness,
+        )
+    return rgb
+
+
+def _result_card(card_id: str, result: ImageResult, happy_sad: bool) -> Tag:
+    # The file name is only ever display text; htmltools escapes it.
+    header = ui.card_header(result.name or "(unnamed file)")
+    if not result.ok:
+        return ui.card(
+            header,
+            ui.div(result.error, class_="alert alert-danger mb-0 upload-error", role="alert"),
+            class_="predict-result predict-error",
+            id=card_id,
+        )
+    prepared = result.prepared
+    assert prepared is not None
+    width, height = prepared.original_size
+    details = f"{width} x {height} {prepared.format}"
+    if prepared.frames > 1:
+        details += f", first of {prepared.frames} frames"
+    faces_line = wording.faces_text(prepared.faces_found, prepared.tight_crop)
+    crop_caption = f"Model input {prepared.crop.shape[1]} x {prepared.crop.shape[0]}"
+    if prepared.whole_image:
+        crop_caption += " (whole image)"
+
+    body: list[Tag] = [
+        ui.tags.figure(
+            ui.img(
+                src=png_data_uri(_preview_with_box(result)),
+                alt=f"uploaded image {result.name}",
+                class_="upload-preview",
+            ),
+            ui.tags.figcaption(details, ui.br(), ui.span(faces_line, class_="faces-found")),
+        ),
+        ui.tags.figure(
+            ui.img(src=png_data_uri(prepared.crop), alt="face crop fed to the model", class_="face-crop"),
+            ui.tags.figcaption(crop_caption, class_="crop-caption"),
+        ),
+    ]
+    answer: list[Tag] = []
+    if result.probs is not None:
+        fig = plots.probability_bar_chart(result.classes, result.probs)
+        body.append(
+            ui.tags.figure(
+                ui.img(
+                    src="data:image/png;base64," + _b64(plots.figure_png_bytes(fig)),
+                    alt="bar chart of class probabilities",
+                    class_="prob-chart",
+                ),
+            )
+        )
+        if happy_sad and {"happy", "sad"} <= set(result.classes):
+            answer.append(
+                ui.p(
+                    wording.happy_sad_sentence(result.classes, result.probs),
+                    class_="expression-sentence",
+                )
+            )
+        else:
+            answer.append(
+                ui.p(wording.top_class_text(result.classes, result.probs), class_="top-class")
+            )
+    elif result.model_error:
+        answer.append(ui.div(result.model_error, class_="alert alert-danger model-error"))
+    else:
+        answer.append(
+            ui.p("Not classified: no usable model is selected.", class_="text-body-secondary no-prediction")
+        )
+    return ui.card(
+        header,
+        ui.layout_columns(*body, col_widths=[5, 3, 4] if len(body) == 3 else [6, 6]),
+        *answer,
+        class_="predict-result",
+        id=card_id,
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

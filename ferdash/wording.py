@@ -1,0 +1,52 @@
+"""The sentences the Predict panel shows, kept apart from the UI so tests can read them."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def percent(probability: float) -> int:
+    """A probability as a whole percentage, rounded half up (0.745 -> 75), as R's paste shows it."""
+    return int(np.floor(float(probability) * 100.0 + 0.5))
+
+
+def happy_sad_winner(classes: Sequence[str], probs: Sequence[float]) -> tuple[str, float]:
+    """The more probable of "happy" and "sad", and its probability (a tie reads as happy)."""
+    index = {name: i for i, name in enumerate(classes)}
+    p_happy, p_sad = float(probs[index["happy"]]), float(probs[index["sad"]])
+    return ("happy", p_happy) if p_happy >= p_sad else ("sad", p_sad)
+
+
+def happy_sad_sentence(classes: Sequence[str], probs: Sequence[float]) -> str:
+    """The original R app's sentence, e.g. "With an expression percentage of 74% the
+    image expression is more happy."."""
+    label, probability = happy_sad_winner(classes, probs)
+    return (
+        f"With an expression percentage of {percent(probability)}% "
+        f"the image expression is more {label}."
+    )
+
+
+def top_class(classes: Sequence[str], probs: Sequence[float]) -> tuple[str, float]:
+    """The most probable class and its probability."""
+    i = int(np.argmax(np.asarray(probs)))
+    return classes[i], float(probs[i])
+
+
+def top_class_text(classes: Sequence[str], probs: Sequence[float]) -> str:
+    """E.g. "Top expression: happy (74%)"."""
+    label, probability = top_class(classes, probs)
+    return f"Top expression: {label} ({percent(probability)}%)"
+
+
+def faces_text(faces_found: int, tight_crop: bool) -> str:
+    """What the detector did, in one line."""
+    if tight_crop:
+        return "Small image taken as a face crop: classified whole."
+    if faces_found == 0:
+        return "No face found: the whole image was classified."
+    if faces_found == 1:
+        return "1 face found."
+    return f"{faces_found} faces found: the largest was classified."

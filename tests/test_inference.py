@@ -1,0 +1,143 @@
+"""One upload to one result; the sentences; the probability chart; the results table."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from ferdash import inference, model_store, plots, wording
+from ferdash.imaging import UploadError
+from ferdash.panels.predict_panel import csv_text, results_frame
+from ferdash.rundir import FER2013_CLASSES, read_run_info
+
+from tiny_runs import make_default_runs
+
+
+def png(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def loaded_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, model_store.LoadedRun]:
+    root = tmp_path_factory.mktemp("runs")
+    make_default_runs(root)
+    return {name: model_store.get_loaded_run(read_run_info(root / name)) for name in ("fer7", "happy_sad")}
+
+
+@pytest.fixture(scope="module")
+def astronaut_png() -> bytes:
+    return png(Image.fromarray(data.astronaut()))
+
+
+def test_photo_face_is_found_cropped_and_classified(loaded_runs, astronaut_png: bytes) -> None:
+    result = inference.analyse_bytes(astronaut_png, loaded_runs["fer7"], name="astronaut.png")
+    assert result.ok and result.error is None
+    prepared = result.prepared
+    assert prepared.faces_found >= 1 and prepared.box is not None and not prepared.whole_image
+    assert prepared.crop.shape == (48, 48) and prepared.crop.dtype == np.uint8
+    assert result.probs.shape == (7,)
+    assert abs(float(result.probs.sum()) - 1.0) < 1e-5
+    assert result.top[0] in FER2013_CLASSES
+
+
+def test_the_crop_fed_to_the_model_is_what_is_shown(loaded_runs, astronaut_png: bytes) -> None:
+    loaded = loaded_runs["happy_sad"]
+    result = inference.analyse_bytes(astronaut_png, loaded)
+    direct = loaded.predict(result.prepared.crop[None, ..., None].astype(np.float32))[0]
+    np.testing.assert_allclose(result.probs, direct, atol=1e-6)
+
+
+def test_no_face_classifies_the_whole_image(loaded_runs) -> None:
+    flat = png(Image.new("L", (300, 200), 120))
+    result = inference.analyse_bytes(flat, loaded_runs["fer7"])
+    assert result.ok and result.prepared.faces_found == 0 and result.prepared.whole_image
+    assert not result.prepared.tight_crop
+    assert result.probs is not None
+
+
+def test_small_image_is_taken_as_a_face_crop(loaded_runs) -> None:
+    face = png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)))
+    result = inference.analyse_bytes(face, loaded_runs["fer7"])
+    assert result.prepared.tight_crop and result.prepared.whole_image
+    assert result.probs is not None
+
+
+def test_bad_files_do_not_stop_the_good_ones(loaded_runs, astronaut_png: bytes) -> None:
+    files = [
+        ("a.png", astronaut_png),
+        ("empty.png", b""),
+        ("fake.jpg", b"hello"),
+        ("cut.png", astronaut_png[:1000]),
+        ("flat.bmp", png(Image.new("RGB", (200, 200), (10, 200, 10)), "BMP")),
+    ]
+    results = inference.analyse(files, loaded_runs["fer7"])
+    assert [r.name for r in results] == [name for name, _ in files]
+    assert [r.ok for r in results] == [True, False, False, False, True]
+    assert "empty" in results[1].error
+    assert results[2].error and results[3].error
+    assert results[0].probs is not None and results[4].probs is not None
+
+
+def test_without_a_model_images_are_still_read(astronaut_png: bytes) -> None:
+    result = inference.analyse_bytes(astronaut_png, None)
+    assert result.ok and result.probs is None and result.prepared.box is not None
+    assert result.prepared.crop.shape == inference.DEFAULT_INPUT_SIZE
+
+
+def test_shiny_upload_size_is_checked_before_reading(tmp_path: Path) -> None:
+    with pytest.raises(UploadError, match="larger than"):
+        inference.read_shiny_upload({"name": "x.png", "size": 10**9, "datapath": str(tmp_path / "nope")})
+    path = tmp_path / "0.png"
+    path.write_bytes(b"abc")
+    assert inference.read_shiny_upload({"name": "../../etc/passwd", "size": 3, "datapath": str(path)}) == b"abc"
+
+
+def test_the_r_sentence_word_for_word() -> None:
+    assert (
+        wording.happy_sad_sentence(("happy", "sad"), [0.74, 0.26])
+        == "With an expression percentage of 74% the image expression is more happy."
+    )
+    assert (
+        wording.happy_sad_sentence(("sad", "happy"), [0.905, 0.095])
+        == "With an expression percentage of 91% the image expression is more sad."
+    )
+
+
+def test_top_class_and_faces_text() -> None:
+    probs = np.array([0.05, 0.05, 0.1, 0.5, 0.1, 0.1, 0.1])
+    assert wording.top_class_text(FER2013_CLASSES, probs) == "Top expression: happy (50%)"
+    assert wording.faces_text(0, False).startswith("No face found")
+    assert wording.faces_text(3, False) == "3 faces found: the largest was classified."
+    assert "face crop" in wording.faces_text(0, True)
+
+
+def test_probability_bar_chart() -> None:
+    probs = [0.1, 0.05, 0.05, 0.6, 0.1, 0.05, 0.05]
+    fig = plots.probability_bar_chart(FER2013_CLASSES, probs)
+    ax = fig.axes[0]
+    bars = ax.patches
+    assert len(bars) == 7
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(FER2013_CLASSES)
+    assert max(bars, key=lambda b: b.get_width()).get_width() == pytest.approx(60.0)
+    assert plots.figure_png_bytes(fig).startswith(b"\x89PNG")
+    with pytest.raises(ValueError):
+        plots.probability_bar_chart(FER2013_CLASSES, [0.5, 0.5])
+
+
+def test_results_table_and_csv(loaded_runs, astronaut_png: bytes) -> None:
+    results = inference.analyse(
+        [("=cmd|' /C calc'!A0.png", astronaut_png), ("bad.png", b"x")], loaded_runs["fer7"]
+    )
+    frame = results_frame(results, as_percent=False)
+    assert list(frame.columns[:7]) == ["file", "message", "face found", "faces", "top class", "top probability", "angry"]
+    assert frame.loc[0, "face found"] == "yes" and frame.loc[1, "message"]
+    assert frame.loc[0, list(FER2013_CLASSES)].sum() == pytest.approx(1.0, abs=1e-3)
+    text = csv_text(frame)
+    assert text.splitlines()[1].startswith("'=cmd")  # defused for spreadsheets
