@@ -1,0 +1,178 @@
+"""Command line: ``python -m training {prepare,train,evaluate} --help``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter.
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size {text!r}: use 48 or 48x48") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 8:
+        raise argparse.ArgumentTypeError(f"image size {text!r}: use 48 or 48x48 (at least 8)")
+    return values[0], values[1]
+
+
+def _classes(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError("--classes needs 2+ distinct comma-separated names")
+    return names
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError("--val-split must be between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.architectures import REGISTRY
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="FER training pipeline: prepare FER2013, train a run directory, evaluate it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "prepare",
+        help="FER2013 CSV -> image folders",
+        description="Write the Kaggle FER2013 CSV (emotion,pixels,Usage) as "
+        "OUT/{train,val,test}/<class>/<n>.png (Training, PublicTest, PrivateTest). "
+        "Malformed rows are reported and skipped.",
+    )
+    p.add_argument("--csv", required=True, help="fer2013.csv")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+
+    arch_help = "; ".join(f"{a.name}: {a.description}" for a in REGISTRY.values())
+    t = sub.add_parser(
+        "train",
+        help="train an architecture on an image folder",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train ARCH on DATA and write the run directory OUT (model.keras, run.json, "
+        "history.csv, evaluation.json on the validation data, backup/, logs/). DATA is either "
+        "a prepared folder with train/ (and val/, used for validation if present) or a folder "
+        "of class sub-folders. A run that was interrupted (even by kill -9) continues from "
+        "its last finished epoch when the same command is run again.",
+    )
+    t.add_argument("--data", required=True, help="image folder (DATA/train/<class>/... or DATA/<class>/...)")
+    t.add_argument("--arch", required=True, choices=sorted(REGISTRY), help=arch_help)
+    t.add_argument("--out", required=True, help="run directory, e.g. models/NAME")
+    t.add_argument("--classes", type=_classes, help="comma-separated class subset, e.g. happy,sad (default: all folders)")
+    t.add_argument("--epochs", type=_positive, default=30, help="epochs to train in total (a resumed run ends at this count)")
+    t.add_argument("--batch-size", type=_positive, default=64, help="per-device batch size (scaled by the GPU count)")
+    t.add_argument("--image-size", type=_image_size, help="input HxW or S; default: the architecture's (48, r_parity 244)")
+    aug = t.add_mutually_exclusive_group()
+    aug.add_argument("--augment", dest="augment", action="store_true", default=None,
+                     help="random flip/rotation/zoom/translation/contrast layers (default: on for fernet only)")
+    aug.add_argument("--no-augment", dest="augment", action="store_false")
+    t.add_argument("--class-weights", nargs="?", const="balanced", default="none",
+                   choices=["none", "balanced", "sqrt"],
+                   help="weight the loss by class counts; bare flag = balanced")
+    t.add_argument("--val-split", type=_fraction, default=0.1,
+                   help="validation fraction of the training folder, used only when DATA has no val/")
+    t.add_argument("--seed", type=int, default=1234, help="seed of keras.utils.set_random_seed, shuffling and the split")
+    t.add_argument("--patience", type=_positive, default=10, help="EarlyStopping patience (epochs without better val_accuracy)")
+    t.add_argument("--lr-patience", type=_positive, default=4, help="ReduceLROnPlateau patience (epochs without lower val_loss; LR halves)")
+    t.add_argument("--tta", choices=["none", "hflip"], default="none",
+                   help="test-time augmentation recorded in run.json and used by evaluation and the app")
+    t.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto",
+                   help="mixed_float16; auto = on when a GPU is present")
+    t.add_argument("--limit", type=_positive, dest="limit_per_class",
+                   help="use at most this many images per class (smoke runs)")
+    t.add_argument("--overwrite", action="store_true", help="discard an existing run in OUT and start over")
+    t.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras fit verbosity (1 = progress bar)")
+
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate a run on a labelled folder",
+        description="Write RUN/evaluation.json for DATA/<class>/* (only the run's classes are read).",
+    )
+    e.add_argument("--run", required=True, help="run directory (models/NAME)")
+    e.add_argument("--data", required=True, help="labelled folder, e.g. DIR/test")
+    e.add_argument("--split", help="name recorded as 'split' (default: the folder's name)")
+    e.add_argument("--tta", choices=["run", "none", "hflip"], default="run",
+                   help="test-time augmentation; 'run' = what run.json declares")
+    e.add_argument("--batch-size", type=_positive, default=256)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "prepare":
+        from training.prepare import prepare_fer2013
+
+        report = prepare_fer2013(args.csv, args.out, overwrite=args.overwrite)
+        return 0 if report.written else 1
+    if args.command == "train":
+        from training.data import DataError
+        from training.train import TrainConfig, TrainingError, run_training
+
+        cfg = TrainConfig(
+            data=args.data,
+            arch=args.arch,
+            out=args.out,
+            classes=args.classes,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            image_size=args.image_size,
+            augment=args.augment,
+            class_weights=args.class_weights,
+            validation_split=args.val_split,
+            seed=args.seed,
+            patience=args.patience,
+            lr_patience=args.lr_patience,
+            tta=None if args.tta == "none" else args.tta,
+            mixed_precision=args.mixed_precision,
+            limit_per_class=args.limit_per_class,
+            overwrite=args.overwrite,
+            verbose=args.verbose,
+            command=["python", "-m", "training", *argv],
+        )
+        try:
+            run_training(cfg)
+        except (TrainingError, DataError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "evaluate":
+        from training.data import DataError
+        from training.evaluate import evaluate_folder
+
+        try:
+            evaluate_folder(
+                args.run,
+                args.data,
+                split=args.split,
+                tta={"run": "run", "none": None}.get(args.tta, args.tta),
+                batch_size=args.batch_size,
+            )
+        except (DataError, ValueError, OSError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

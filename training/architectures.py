@@ -1,0 +1,245 @@
+"""Every trainable architecture, in one registry.
+
+Each entry builds the *body* of a network (the layers between the rescaled input and
+the classifier) plus its optimizer; :func:`build_model` wraps every body the same way,
+so that all run directories honour the contract in ``ferdash.rundir``: raw greyscale
+0-255 input, augmentation right after the input (inactive at inference),
+``Rescaling(1/255)`` inside the model and a float32 softmax output (float32 even under
+``mixed_float16``, where a float16 softmax loses probability mass to rounding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+from keras import layers, regularizers
+
+BodyFn = Callable[[keras.KerasTensor], keras.KerasTensor]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered network: how to build its body and how to optimise it."""
+
+    name: str
+    description: str
+    body: BodyFn
+    optimizer: Callable[[], keras.optimizers.Optimizer]
+    #: Input side the design was made for (the default of ``--image-size``).
+    default_image_size: int = 48
+    #: Default of ``--augment`` (the seed papers trained without it unless they say so).
+    default_augment: bool = False
+    label_smoothing: float = 0.0
+
+
+REGISTRY: dict[str, Architecture] = {}
+
+
+def register(arch: Architecture) -> Architecture:
+    if arch.name in REGISTRY:
+        raise ValueError(f"architecture {arch.name!r} is registered twice")
+    REGISTRY[arch.name] = arch
+    return arch
+
+
+def get_architecture(name: str) -> Architecture:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+# --- the R app's network -------------------------------------------------------------
+
+
+def _r_parity(x: keras.KerasTensor) -> keras.KerasTensor:
+    # The R/keras original, layer for layer (kernel 3x3, 'valid' as R keras defaults).
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.Conv2D(16, 3)(x)
+    x = layers.LeakyReLU(negative_slope=0.5)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Dropout(0.25)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(200, activation="relu")(x)
+    return layers.Dropout(0.5)(x)
+
+
+register(
+    Architecture(
+        name="r_parity",
+        description="the R app's net: conv32 relu, conv16 leaky-relu 0.5, BN, pool, "
+        "dropout .25, dense 200, dropout .5; SGD (input 244x244 in the original)",
+        body=_r_parity,
+        optimizer=lambda: keras.optimizers.SGD(learning_rate=0.01),
+        default_image_size=244,
+    )
+)
+
+
+# --- seed paper 1: VGG-style ---------------------------------------------------------
+
+
+def _vgg_fer(x: keras.KerasTensor) -> keras.KerasTensor:
+    for filters, convs in ((32, 2), (64, 2), (128, 3), (256, 3)):
+        for _ in range(convs):
+            x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(1024, activation="relu")(x)
+    return layers.Dropout(0.5)(x)
+
+
+register(
+    Architecture(
+        name="vgg_fer",
+        description="seed paper 1, VGG-style: conv 32x2, 64x2, 128x3, 256x3 with "
+        "max-pools, dense 1024; Adam 1e-3",
+        body=_vgg_fer,
+        optimizer=lambda: keras.optimizers.Adam(learning_rate=1e-3),
+    )
+)
+
+
+# --- seed paper 2: Singh & Nasoz ------------------------------------------------------
+
+
+def _singh_nasoz(x: keras.KerasTensor) -> keras.KerasTensor:
+    # 'valid' convolutions: with them the net has the paper's 1,271,687 parameters at
+    # 48x48 (48 -> 44 -> pool 21 -> 17 -> pool 8 -> 4 -> pool 2; 2*2*128 into dense).
+    for pool, stride in ((3, 2), (3, 2), (2, 2)):
+        x = layers.Conv2D(128, 3, activation="relu")(x)
+        x = layers.Conv2D(128, 3, activation="relu")(x)
+        x = layers.MaxPooling2D(pool, strides=stride)(x)
+        x = layers.Dropout(0.2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(1024, activation="relu")(x)
+    return layers.Dropout(0.2)(x)
+
+
+register(
+    Architecture(
+        name="singh_nasoz",
+        description="seed paper 2 (Singh & Nasoz): six conv-128, pools 3/2, 3/2, 2/2, "
+        "dropout 0.2, dense 1024; 1,271,687 parameters at 48x48; Adam 1e-3",
+        body=_singh_nasoz,
+        optimizer=lambda: keras.optimizers.Adam(learning_rate=1e-3),
+    )
+)
+
+
+# --- seed paper 3: Jaramillo, "architecture 5" ----------------------------------------
+
+
+def _jaramillo(x: keras.KerasTensor) -> keras.KerasTensor:
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.Conv2D(32, 3)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(512, activation="relu", kernel_regularizer=regularizers.L2(0.001))(x)
+    return layers.Dropout(0.25)(x)
+
+
+register(
+    Architecture(
+        name="jaramillo",
+        description="seed paper 3 (Jaramillo, architecture 5): conv 32, 32+BN, 64, 64, "
+        "max-pool, dense 512 with L2 0.001, dropout 0.25; Adam 1e-3",
+        body=_jaramillo,
+        optimizer=lambda: keras.optimizers.Adam(learning_rate=1e-3),
+    )
+)
+
+
+# --- ours ----------------------------------------------------------------------------
+
+
+def _conv_bn_relu(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
+    # No conv bias: the BatchNorm shift that follows makes it redundant.
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Activation("relu")(x)
+
+
+def _fernet(x: keras.KerasTensor) -> keras.KerasTensor:
+    # 48 -> 24 -> 12 -> 6 -> 3: four VGG blocks, BN for fast stable training, dropout
+    # growing with depth because FER2013 (28k faces) overfits a 2M-parameter net fast.
+    for filters, drop in ((32, 0.1), (64, 0.2), (128, 0.3), (256, 0.4)):
+        x = _conv_bn_relu(x, filters)
+        x = _conv_bn_relu(x, filters)
+        x = layers.MaxPooling2D(2)(x)
+        x = layers.Dropout(drop)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(256, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    return layers.Dropout(0.5)(x)
+
+
+register(
+    Architecture(
+        name="fernet",
+        description="ours: 4 VGG blocks (2x conv3x3+BN+ReLU, 32/64/128/256 filters, "
+        "max-pool, dropout .1-.4), dense 256+BN, dropout .5; Adam 1e-3, label "
+        "smoothing 0.1, augmentation on by default",
+        body=_fernet,
+        optimizer=lambda: keras.optimizers.Adam(learning_rate=1e-3),
+        default_augment=True,
+        label_smoothing=0.1,
+    )
+)
+
+
+def augmentation_layers(seed: int | None = None) -> list[keras.layers.Layer]:
+    """Random geometric and photometric changes; Keras disables them at inference.
+
+    Kept as layers inside the model (not in the tf.data pipeline) so that they run on the
+    GPU when there is one, and so that ``model.keras`` records how the run was trained.
+    """
+    return [
+        layers.RandomFlip("horizontal", seed=seed, name="aug_flip"),
+        layers.RandomRotation(0.05, fill_mode="nearest", seed=seed, name="aug_rotation"),
+        layers.RandomZoom(0.1, fill_mode="nearest", seed=seed, name="aug_zoom"),
+        layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed, name="aug_translation"),
+        # value_range matches the raw 0-255 input: augmentation runs before Rescaling.
+        layers.RandomContrast(0.2, value_range=(0, 255), seed=seed, name="aug_contrast"),
+    ]
+
+
+def build_model(
+    name: str,
+    input_size: tuple[int, int],
+    num_classes: int,
+    *,
+    augment: bool = False,
+    seed: int | None = None,
+) -> keras.Model:
+    """The full network of architecture ``name`` (uncompiled), honouring the contract."""
+    arch = get_architecture(name)
+    height, width = input_size
+    inputs = keras.Input(shape=(height, width, 1), name="pixels")
+    x = inputs
+    if augment:
+        for layer in augmentation_layers(seed):
+            x = layer(x)
+    x = layers.Rescaling(1.0 / 255, name="rescale")(x)
+    x = arch.body(x)
+    # float32 whatever the global policy: see the module docstring.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def compile_model(model: keras.Model, name: str) -> keras.Model:
+    arch = get_architecture(name)
+    model.compile(
+        optimizer=arch.optimizer(),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=arch.label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model

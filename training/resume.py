@@ -1,0 +1,148 @@
+"""Making a killed run continue exactly where it stopped.
+
+``BackupAndRestore`` restores weights, optimizer state and the epoch counter, but the
+other pieces of a run's state live elsewhere and need help:
+
+- ``history.csv``: ``CSVLogger(append=True)`` appends; an epoch whose row was written
+  before the kill but whose backup was not is trained again, so rows from the restored
+  epoch on are cut before training resumes (exactly one row per epoch);
+- ``ModelCheckpoint`` forgets its best value on restart and would overwrite a better
+  ``model.keras`` with the first resumed epoch: it is given the best value so far;
+- ``EarlyStopping`` / ``ReduceLROnPlateau`` forget their patience counters: the earlier
+  epochs' logs are replayed into them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+
+WEIGHTS_FILE = "latest.weights.h5"
+METADATA_FILE = "training_metadata.json"
+
+
+def _readable_h5(path: Path) -> bool:
+    try:
+        import h5py
+
+        with h5py.File(path, "r"):
+            return True
+    except Exception:  # A half-written file raises a variety of h5py/OS errors.
+        return False
+
+
+def restorable_epoch(backup_dir: Path) -> int | None:
+    """The epoch a ``BackupAndRestore`` backup will resume at, or None for a fresh start.
+
+    A kill during the backup write can leave a truncated weights file or metadata; we
+    fall back to the previous copy (``double_checkpoint=True`` keeps one) and drop the
+    backup altogether when neither is usable, instead of failing on restart.
+    """
+    weights, meta = backup_dir / WEIGHTS_FILE, backup_dir / METADATA_FILE
+    prev_weights, prev_meta = Path(f"{weights}.bkp"), Path(f"{meta}.bkp")
+
+    def epoch_of(path: Path) -> int | None:
+        try:
+            return int(json.loads(path.read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    if weights.exists() and _readable_h5(weights) and epoch_of(meta) is not None:
+        return epoch_of(meta)
+    if prev_weights.exists() and _readable_h5(prev_weights) and epoch_of(prev_meta) is not None:
+        shutil.copyfile(prev_weights, weights)
+        shutil.copyfile(prev_meta, meta)
+        return epoch_of(meta)
+    if backup_dir.exists():
+        shutil.rmtree(backup_dir)
+    return None
+
+
+def read_history_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.is_file():
+        return [], []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r.get("epoch") not in (None, "")]
+        return list(reader.fieldnames or []), rows
+
+
+def truncate_history(path: Path, keep_epochs: int) -> list[dict[str, str]]:
+    """Keep the rows of epochs ``0..keep_epochs-1`` (one each, the last written wins)."""
+    fields, rows = read_history_rows(path)
+    by_epoch: dict[int, dict[str, str]] = {}
+    for row in rows:
+        try:
+            epoch = int(float(row["epoch"]))
+        except ValueError:
+            continue  # A line cut by the kill.
+        if epoch < keep_epochs and all(row.get(k) not in (None, "") for k in fields):
+            by_epoch[epoch] = row
+    kept = [by_epoch[e] for e in sorted(by_epoch)]
+    if fields:
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        tmp.replace(path)
+    return kept
+
+
+def best_so_far(rows: list[dict[str, str]], monitor: str, mode: str = "max") -> float | None:
+    values = []
+    for row in rows:
+        try:
+            value = float(row[monitor])
+        except (KeyError, ValueError):
+            continue
+        if not math.isnan(value):
+            values.append(value)
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+class ReplayMonitors(keras.callbacks.Callback):
+    """Feed earlier epochs' logs to patience-keeping callbacks once a resumed fit starts.
+
+    Runs at the first ``on_epoch_begin``, i.e. after every ``on_train_begin`` (which
+    resets those callbacks) and after ``BackupAndRestore`` restored the optimizer, whose
+    learning rate is put back afterwards because replaying ``ReduceLROnPlateau`` would
+    apply its earlier reductions a second time.
+    """
+
+    def __init__(self, rows: list[dict[str, str]], targets: list[keras.callbacks.Callback]):
+        super().__init__()
+        self.rows = rows
+        self.targets = targets
+        self._done = False
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._done or not self.rows:
+            return
+        self._done = True
+        optimizer = self.model.optimizer
+        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        for row in self.rows:
+            row_logs = {k: float(v) for k, v in row.items() if k != "epoch" and _is_number(v)}
+            for cb in self.targets:
+                cb.set_model(self.model)
+                cb.on_epoch_end(int(float(row["epoch"])), row_logs)
+        optimizer.learning_rate = lr
+        # EarlyStopping may conclude from the replay that the run is over; let the
+        # current epoch finish (it is already starting) and stop after it.
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,330 @@
+"""``python -m training train``: an image folder in, a run directory out."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ferdash.rundir import (
+    EVALUATION_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    RUN_FILE,
+    read_run_info,
+    write_run_info,
+)
+
+BACKUP_DIR = "backup"
+LOGS_DIR = "logs"
+#: Free space demanded beyond the estimated size of the files a run writes.
+SPARE_BYTES = 50 * 2**20
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start (or go on); the message says why and what to do."""
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    arch: str
+    out: str
+    classes: list[str] | None = None
+    epochs: int = 30
+    batch_size: int = 64
+    image_size: tuple[int, int] | None = None  # None: the architecture's default.
+    augment: bool | None = None  # None: the architecture's default.
+    class_weights: str = "none"  # none | balanced | sqrt
+    validation_split: float = 0.1
+    seed: int = 1234
+    patience: int = 10
+    lr_patience: int = 4
+    tta: str | None = None
+    mixed_precision: str = "auto"
+    limit_per_class: int | None = None
+    overwrite: bool = False
+    verbose: int = 1
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+    #: Extra callbacks (tests use one that raises to simulate a crash).
+    extra_callbacks: list[Any] = field(default_factory=list)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_writable(out: Path) -> None:
+    """Fail now, with a clear message, rather than after the first (long) epoch."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-probe"
+        with probe.open("wb") as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise TrainingError(f"output folder {out} is not writable: {exc.strerror or exc}") from exc
+
+
+def check_free_space(out: Path, params: int) -> None:
+    # model.keras (weights + 2 Adam moments while training), the backup and its
+    # previous copy, plus logs: ~5 copies of the float32 weights x 3.
+    needed = params * 4 * 3 * 5 + SPARE_BYTES
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise TrainingError(
+            f"not enough free disk space in {out}: {free / 2**20:.0f} MiB free, "
+            f"{needed / 2**20:.0f} MiB needed for checkpoints and backups"
+        )
+
+
+def _clear_run(out: Path) -> None:
+    for name in (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE):
+        (out / name).unlink(missing_ok=True)
+    for name in (BACKUP_DIR, LOGS_DIR):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def _check_same_run(out: Path, expected: dict[str, Any]) -> None:
+    try:
+        meta = read_run_info(out).meta
+    except Exception:  # No or broken run.json: nothing to compare with.
+        return
+    diffs = [
+        f"{k}: {meta.get(k)!r} there, {v!r} now"
+        for k, v in expected.items()
+        if k in meta and meta.get(k) != v
+    ]
+    if diffs:
+        raise TrainingError(
+            f"{out} holds an unfinished run with other settings ({'; '.join(diffs)}); "
+            "re-run its own command to resume it, or pass --overwrite to start over"
+        )
+
+
+def run_training(cfg: TrainConfig, log=print) -> Path:
+    """Train (or resume) the run in ``cfg.out``; return the run directory."""
+    from training.architectures import get_architecture
+
+    arch = get_architecture(cfg.arch)
+    size = cfg.image_size or (arch.default_image_size, arch.default_image_size)
+    augment = arch.default_augment if cfg.augment is None else cfg.augment
+    classes = sorted(cfg.classes) if cfg.classes else None
+    out = Path(cfg.out)
+    check_writable(out)
+
+    from training import resume
+
+    backup_dir = out / BACKUP_DIR
+    if cfg.overwrite:
+        _clear_run(out)
+    initial_epoch = resume.restorable_epoch(backup_dir) if backup_dir.exists() else None
+    if initial_epoch is None and (out / RUN_FILE).is_file():
+        try:
+            finished = read_run_info(out).meta.get("finished")
+        except Exception:
+            finished = None
+        if finished:
+            log(f"{out} already holds a finished run ({finished}); pass --overwrite to retrain")
+            return out
+        _clear_run(out)  # Killed before its first epoch ended: start clean.
+    elif initial_epoch is None:
+        _clear_run(out)
+
+    import keras
+    import tensorflow as tf
+
+    from training.architectures import build_model, compile_model
+    from training.data import class_weights, load_training_data
+    from training.device import setup_device
+
+    device = setup_device(cfg.mixed_precision)
+    keras.utils.set_random_seed(cfg.seed)
+    global_batch = cfg.batch_size * device.replicas
+    data = load_training_data(
+        cfg.data,
+        image_size=size,
+        batch_size=global_batch,
+        classes=classes,
+        validation_split=cfg.validation_split,
+        seed=cfg.seed,
+        limit_per_class=cfg.limit_per_class,
+        log=log,
+    )
+    weights = class_weights(data.train_counts, data.classes, cfg.class_weights)
+
+    identity = {
+        "architecture": cfg.arch,
+        "classes": data.classes,
+        "input_size": [int(size[0]), int(size[1])],
+        "augment": augment,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+    }
+    if initial_epoch is not None:
+        _check_same_run(out, identity)
+
+    with device.strategy.scope():
+        model = compile_model(
+            build_model(cfg.arch, size, len(data.classes), augment=augment, seed=cfg.seed), cfg.arch
+        )
+    params = int(model.count_params())
+    check_free_space(out, params)
+
+    rows: list[dict[str, str]] = []
+    if initial_epoch is not None:
+        rows = resume.truncate_history(out / HISTORY_FILE, initial_epoch)
+        log(f"resuming {out} at epoch {initial_epoch + 1} of {cfg.epochs}")
+    if initial_epoch is not None and initial_epoch >= cfg.epochs:
+        log(f"{out}: the backup is already at epoch {initial_epoch}; finishing the run")
+
+    best_threshold = resume.best_so_far(rows, "val_accuracy") if rows else None
+    if best_threshold is not None and not _loads(out / MODEL_FILE):
+        best_threshold = None  # The checkpoint was cut by the kill: let the next epoch rewrite it.
+
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", factor=0.5, patience=cfg.lr_patience, min_lr=1e-6, verbose=1
+    )
+    early_stop = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=cfg.patience, verbose=1
+    )
+    callbacks = [
+        resume.ReplayMonitors(rows, [reduce_lr, early_stop]),
+        # Before CSVLogger, so that the learning_rate it adds to the logs is in history.csv.
+        reduce_lr,
+        early_stop,
+        keras.callbacks.ModelCheckpoint(
+            out / MODEL_FILE,
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=best_threshold,
+        ),
+        keras.callbacks.CSVLogger(out / HISTORY_FILE, append=True),
+        *_tensorboard(out / LOGS_DIR, log),
+        *cfg.extra_callbacks,
+        # Last: an epoch counts as done only once everything above has recorded it.
+        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
+    ]
+
+    versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    meta: dict[str, Any] = {
+        **{k: v for k, v in identity.items() if k not in ("classes", "input_size")},
+        "data": cfg.data,
+        "validation": "val/ folder" if data.val_source == "folder" else "validation_split",
+        "val_split": None if data.val_source == "folder" else cfg.validation_split,
+        "epochs": cfg.epochs,
+        "epochs_completed": len(rows),
+        "params": params,
+        "device": device.label,
+        "replicas": device.replicas,
+        "mixed_precision": device.mixed_precision,
+        "class_weight_mode": cfg.class_weights,
+        "class_weights": {c: weights[i] for i, c in enumerate(data.classes)} if weights else None,
+        "train_images": len(data.train_files),
+        "val_images": len(data.val_files),
+        "skipped_images": sum(len(s.bad) for s in data.scans),
+        "limit_per_class": cfg.limit_per_class,
+        "tta": cfg.tta,
+        **versions,
+        "command": " ".join(cfg.command),
+        "finished": None,
+    }
+    if initial_epoch is None:
+        meta["created"] = _now()
+    write_run_info(out, data.classes, size, **meta)
+
+    log(
+        f"training {cfg.arch} ({params:,} parameters) on {len(data.train_files)} images, "
+        f"validating on {len(data.val_files)}; {device.label}, batch {global_batch}"
+        + (", mixed precision" if device.mixed_precision else "")
+    )
+    model.fit(
+        data.train,
+        validation_data=data.val,
+        epochs=cfg.epochs,
+        class_weight=weights,
+        callbacks=callbacks,
+        verbose=cfg.verbose,
+    )
+
+    _finalize_model(out, model)
+    _, rows = resume.read_history_rows(out / HISTORY_FILE)
+    best = max(rows, key=lambda r: float(r["val_accuracy"])) if rows else None
+    write_run_info(
+        out,
+        data.classes,
+        size,
+        epochs_completed=len(rows),
+        stopped_early=len(rows) < cfg.epochs,
+        best_epoch=int(float(best["epoch"])) if best else None,
+        best_val_accuracy=float(best["val_accuracy"]) if best else None,
+        model_bytes=(out / MODEL_FILE).stat().st_size,
+    )
+
+    from training.evaluate import evaluate_dataset
+
+    val_for_eval = data.val.map(lambda x, y: (x, tf.argmax(y, axis=-1)))
+    evaluation = evaluate_dataset(
+        out,
+        val_for_eval,
+        data.val_files,
+        data_dir=data.val_dir,
+        split="val" if data.val_source == "folder" else "validation_split",
+        tta=cfg.tta,
+    )
+    write_run_info(out, data.classes, size, finished=_now(), val_accuracy=evaluation["accuracy"])
+    log(f"done: {out} (val accuracy {evaluation['accuracy']:.4f}, macro F1 {evaluation['macro_f1']:.4f})")
+    return out
+
+
+def _tensorboard(log_dir: Path, log=print) -> list[Any]:
+    # TensorFlow 2.21 no longer depends on tensorboard, and tf.summary fails without it
+    # at the first epoch end; a missing optional package must not cost a training run.
+    import importlib.util
+
+    import keras
+
+    if importlib.util.find_spec("tensorboard") is None:
+        log("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=str(log_dir))]
+
+
+def _loads(path: Path) -> bool:
+    from ferdash.predictor import ModelLoadError, load_keras_model
+
+    try:
+        load_keras_model(path)
+        return True
+    except ModelLoadError:
+        return False
+
+
+def _finalize_model(out: Path, model: Any) -> None:
+    """Rewrite the best checkpoint without optimizer state (a third of its size).
+
+    Loading with ``compile=False`` drops the optimizer; the write goes to a temporary
+    file then is renamed, so that the app never reads a half-written model.
+    """
+    from ferdash.predictor import ModelLoadError, load_keras_model
+
+    path = out / MODEL_FILE
+    try:
+        best = load_keras_model(path)
+    except ModelLoadError:
+        # No usable checkpoint (e.g. val_accuracy was NaN): keep the last weights, in an
+        # uncompiled clone so that no optimizer state is written either.
+        import keras
+
+        best = keras.models.clone_model(model)
+        best.set_weights(model.get_weights())
+    tmp = out / "model.tmp.keras"
+    best.save(tmp)
+    tmp.replace(path)
