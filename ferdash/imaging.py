@@ -112,6 +112,11 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage
     except Image.DecompressionBombError as exc:
         raise UploadError(_too_many_pixels_message()) from exc
     except UnidentifiedImageError as exc:
+        sniffed = sniff_format(data)
+        if sniffed:
+            raise UploadError(
+                f"The file starts like a {sniffed} image but is corrupt: its header cannot be read."
+            ) from exc
         raise UploadError(
             "This is not an image format the app reads (JPEG, PNG, BMP, WebP, TIFF, GIF, ...)."
         ) from exc
@@ -135,6 +140,24 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage
                 "The file is truncated or corrupt: its pixels cannot be decoded."
             ) from exc
     return DecodedImage(grey=grey, format=fmt, original_size=(width, height), frames=frames)
+
+
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The format a file's first bytes claim, to tell "corrupt PNG" from "not an image"."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
 
 
 def _open_formats() -> list[str]:

@@ -169,3 +169,10 @@ def test_png_data_uri_downscales() -> None:
     assert uri.startswith("data:image/png;base64,")
     img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert img.size == (50, 100)
+
+
+def test_corrupt_file_with_an_image_signature_says_so() -> None:
+    with pytest.raises(UploadError, match="starts like a PNG image but is corrupt"):
+        decode_image(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(UploadError, match="not an image format"):
+        decode_image(b"GIF? no, plain text")

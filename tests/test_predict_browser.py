@@ -1,0 +1,112 @@
+"""The Predict panel in a real browser, on tiny untrained runs (and on none)."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import Page, expect
+from shiny.playwright import controller
+from shiny.pytest import create_app_fixture
+from shiny.run import ShinyAppProc
+from skimage import data
+
+pytestmark = pytest.mark.browser
+
+APPS = Path(__file__).resolve().parent / "apps"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_ENV = {"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+app = create_app_fixture(APPS / "predict_app.py", timeout_secs=120, env=_ENV)
+empty_app = create_app_fixture(APPS / "empty_app.py", timeout_secs=60, env=_ENV)
+
+# Generous: the first upload loads TensorFlow and traces the model in the app process.
+RESULT_TIMEOUT = 60_000
+
+
+def payload(name: str, content: bytes, mime: str = "image/png") -> dict:
+    return {"name": name, "mimeType": mime, "buffer": content}
+
+
+def encode(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+ASTRONAUT_PNG = encode(Image.fromarray(data.astronaut()), "PNG")
+FACE48_PNG = encode(
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)), "PNG"
+)
+CAMERA_JPG = encode(Image.fromarray(data.camera()), "JPEG")
+
+
+def test_one_png_happy_vs_sad(page: Page, app: ShinyAppProc) -> None:
+    page.goto(app.url)
+    controller.InputRadioButtons(page, "predict-mode").set("happy_sad")
+    controller.InputSelect(page, "predict-run").expect_selected(re.compile(".*happy_sad$"))
+    controller.InputFile(page, "predict-upload").set(payload("astronaut.png", ASTRONAUT_PNG))
+
+    card = page.locator("#predict-result_0")
+    expect(card.locator(".expression-sentence")).to_have_text(
+        re.compile(r"^With an expression percentage of \d{1,3}% the image expression is more (happy|sad)\.$"),
+        timeout=RESULT_TIMEOUT,
+    )
+    expect(card.locator("img.upload-preview")).to_be_visible()
+    expect(card.locator("img.face-crop")).to_be_visible()
+    expect(card.locator("img.prob-chart")).to_be_visible()
+    expect(card.locator(".faces-found")).to_have_text(re.compile(r"1 face found|faces found"))
+    expect(card.locator(".card-header")).to_have_text("astronaut.png")
+
+
+def test_several_files_one_corrupt_then_another_upload(page: Page, app: ShinyAppProc) -> None:
+    page.goto(app.url)
+    controller.InputRadioButtons(page, "predict-mode").expect_selected("fer7")
+    upload = controller.InputFile(page, "predict-upload")
+    upload.set(
+        [
+            payload("astronaut.png", ASTRONAUT_PNG),
+            payload("<b>broken</b>.png", b"\x89PNG\r\n\x1a\n not really"),
+            payload("camera.jpg", CAMERA_JPG, "image/jpeg"),
+        ]
+    )
+    expect(page.locator("#predict-result_2 .top-class")).to_have_text(
+        re.compile(r"^Top expression: \w+ \(\d{1,3}%\)$"), timeout=RESULT_TIMEOUT
+    )
+    broken = page.locator("#predict-result_1")
+    expect(broken.locator(".card-header")).to_have_text("<b>broken</b>.png")  # shown as text
+    expect(broken.locator(".upload-error")).to_contain_text("corrupt")
+    expect(page.locator("#predict-result_0 .top-class")).to_be_visible()
+
+    table = controller.OutputDataFrame(page, "predict-table")
+    table.expect_nrow(3)
+    table.expect_cell("astronaut.png", row=0, col=0)
+    table.expect_cell("yes", row=0, col=2)
+    table.expect_cell("no (whole image)", row=2, col=2)
+
+    with page.expect_download() as download_info:
+        page.locator("#predict-download_csv").click()
+    csv_text = Path(download_info.value.path()).read_text(encoding="utf-8")
+    assert csv_text.splitlines()[0].startswith("file,message,face found,faces,top class")
+    assert len(csv_text.strip().splitlines()) == 4
+
+    # The session survives: the next upload replaces the results.
+    upload.set(payload("face48.png", FACE48_PNG))
+    expect(page.locator("#predict-result_0 .card-header")).to_have_text("face48.png", timeout=RESULT_TIMEOUT)
+    expect(page.locator("#predict-result_0 .top-class")).to_be_visible()
+    expect(page.locator(".predict-result")).to_have_count(1)
+    expect(page.locator("#predict-table_panel")).to_have_count(0)
+
+
+def test_empty_models_folder_says_no_model(page: Page, empty_app: ShinyAppProc) -> None:
+    page.goto(empty_app.url)
+    expect(page.locator("#predict-no_model")).to_contain_text("No trained model is installed")
+    expect(page.locator("#predict-no_model")).to_contain_text("python -m training train")
+    controller.InputFile(page, "predict-upload").set(payload("astronaut.png", ASTRONAUT_PNG))
+    card = page.locator("#predict-result_0")
+    expect(card.locator("img.upload-preview")).to_be_visible(timeout=RESULT_TIMEOUT)
+    expect(card.locator(".no-prediction")).to_be_visible()
