@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shiny import App, ui
+from shiny import App, reactive, ui
 
 from . import config
 from .catalog import run_catalog
-from .panels import predict_panel
+from .panels import inspect_panel, predict_panel
 
 
 def build_app(models_dirs: list[Path] | None = None) -> App:
@@ -16,13 +16,21 @@ def build_app(models_dirs: list[Path] | None = None) -> App:
 
     app_ui = ui.page_navbar(
         ui.nav_panel("Predict", predict_panel.panel_ui("predict"), value="predict"),
+        ui.nav_panel("Inspect", inspect_panel.panel_ui("inspect"), value="inspect"),
         title="Facial Expression Test",
         id="nav",
         window_title="ferdash — Facial Expression Test",
     )
 
     def server(input, output, session) -> None:
-        runs = run_catalog(lambda: dirs)
+        # A runs folder the user adds in Inspect is listed by every panel, Predict too.
+        extra_dirs: reactive.Value[list[Path]] = reactive.value([])
+
+        def run_dirs() -> list[Path]:
+            return [*dirs, *extra_dirs()]
+
+        runs = run_catalog(run_dirs)
         predict_panel.panel_server("predict", runs=runs)
+        inspect_panel.panel_server("inspect", runs=runs, run_dirs=run_dirs, extra_dirs=extra_dirs)
 
     return App(app_ui, server)

@@ -14,6 +14,141 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
+# --- Inspect: training history and confusion matrix (issue 5) --------------------------
+
+from collections.abc import Mapping, Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+_HISTORY_ACCURACY = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
+_HISTORY_LR = ("learning_rate", "lr")
+
+
+def _history_metric(history: pd.DataFrame, names: Sequence[str]) -> str | None:
+    return next((n for n in names if n in history.columns or f"val_{n}" in history.columns), None)
+
+
+def history_figure(
+    histories: Mapping[str, pd.DataFrame],
+    best_epochs: Mapping[str, int | None] | None = None,
+) -> Figure:
+    """Loss and accuracy per epoch, training (solid) vs validation (dashed), one colour per run.
+
+    ``histories`` maps a run name to its ``history.csv`` frame (Keras CSVLogger columns);
+    ``best_epochs`` maps a run name to the kept epoch, in the frame's ``epoch`` numbering.
+    Epochs are drawn counted from 1 (CSVLogger counts from 0). The kept epoch is a
+    star on each validation curve and a dotted vertical line. A third panel shows the
+    learning rate when any run logged it (``learning_rate`` or ``lr``).
+
+    Lines carry a gid (``train``, ``val``, ``best``, ``best-epoch``, ``lr``) so tests
+    can count them.
+    """
+    best_epochs = best_epochs or {}
+    with_lr = any(_history_metric(h, _HISTORY_LR) for h in histories.values())
+    ncols = 3 if with_lr else 2
+    fig = Figure(figsize=(4.2 * ncols, 4.0), layout="tight")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    ax_loss, ax_acc = axes[0], axes[1]
+    colours = matplotlib.colormaps["tab10"].colors
+
+    for i, (name, history) in enumerate(histories.items()):
+        colour = colours[i % len(colours)]
+        x = history["epoch"].to_numpy() + 1
+        best = best_epochs.get(name)
+        acc = _history_metric(history, _HISTORY_ACCURACY)
+        for ax, metric in ((ax_loss, "loss"), (ax_acc, acc)):
+            if metric is None:
+                continue
+            for column, split, style in ((metric, "train", "-"), (f"val_{metric}", "val", "--")):
+                if column not in history.columns:
+                    continue
+                (line,) = ax.plot(
+                    x, history[column].to_numpy(), style, color=colour, label=f"{name} {split}"
+                )
+                line.set_gid(split)
+                if split == "val" and best is not None and (history["epoch"] == best).any():
+                    y = float(history.loc[history["epoch"] == best, column].iloc[0])
+                    (star,) = ax.plot(
+                        [best + 1], [y], "*", color=colour, markersize=13,
+                        markeredgecolor="black", label=f"{name} kept epoch {best + 1}",
+                    )
+                    star.set_gid("best")
+            if best is not None and (history["epoch"] == best).any():
+                ax.axvline(best + 1, color=colour, linestyle=":", linewidth=1).set_gid("best-epoch")
+        if with_lr:
+            lr = _history_metric(history, _HISTORY_LR)
+            if lr is not None and lr in history.columns:
+                (line,) = axes[2].plot(x, history[lr].to_numpy(), "-", color=colour, label=name)
+                line.set_gid("lr")
+
+    ax_loss.set_title("Loss")
+    ax_loss.set_ylabel("loss")
+    ax_acc.set_title("Accuracy")
+    ax_acc.set_ylabel("accuracy")
+    if with_lr:
+        ax_lr = axes[2]
+        ax_lr.set_title("Learning rate")
+        ax_lr.set_ylabel("learning rate")
+        values = np.concatenate([ln.get_ydata() for ln in ax_lr.get_lines()] or [np.array([])])
+        positive = values[values > 0] if values.size else values
+        # A schedule spanning orders of magnitude is unreadable on a linear axis.
+        if positive.size and positive.max() / positive.min() >= 100:
+            ax_lr.set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if not ax.get_lines():
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes,
+                    color="grey")
+    if ax_loss.get_lines():
+        ax_loss.legend(fontsize="small", loc="best")
+    return fig
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (recall on the diagonal); an empty row stays zeros."""
+    m = np.asarray(matrix, dtype=float)
+    sums = m.sum(axis=1, keepdims=True)
+    return np.divide(m, sums, out=np.zeros_like(m), where=sums > 0)
+
+
+def confusion_figure(
+    matrix: np.ndarray,
+    classes: Sequence[str],
+    *,
+    normalize: bool = False,
+    title: str | None = None,
+) -> Figure:
+    """Heatmap of a confusion matrix (rows = true class, columns = predicted), numbers in cells.
+
+    ``normalize`` divides each row by its count, so a cell reads "share of this true
+    class predicted as that class". One Axes only and no colour bar: the panel maps
+    clicks on the image back to (true, predicted) cells.
+    """
+    counts = np.asarray(matrix)
+    values = normalize_rows(counts) if normalize else counts.astype(float)
+    n = len(classes)
+    side = max(4.5, 0.75 * n + 2.5)
+    fig = Figure(figsize=(side + 0.5, side), layout="tight")
+    ax = fig.subplots()
+    vmax = 1.0 if normalize else max(float(values.max()), 1.0)
+    ax.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
+    for i in range(n):
+        for j in range(n):
+            text = f"{values[i, j]:.2f}" if normalize else f"{int(counts[i, j])}"
+            dark = values[i, j] > 0.55 * vmax
+            ax.text(j, i, text, ha="center", va="center", fontsize=9,
+                    color="white" if dark else "black")
+    ax.set_xticks(range(n), labels=list(classes), rotation=40, ha="right")
+    ax.set_yticks(range(n), labels=list(classes))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or ("Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)"))
+    return fig
+
+
 # --- Predict: class probabilities of one image (issue 2) --------------------------------
 
 import io as _io  # noqa: E402

@@ -1,0 +1,145 @@
+"""Confusion matrix of a run's evaluation, with its stored per-class metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from shiny import module, reactive, render, req, ui
+
+from .. import plots
+from ..inspect_data import Loaded, load_evaluation, per_class_frame
+from ..rundir import Evaluation
+from .run_selector import RunSelection
+from .table_html import frame_table
+
+
+@dataclass(frozen=True)
+class CellRequest:
+    """A click on a confusion-matrix cell: show the faces of that (true, predicted) pair.
+
+    ``predicted`` is empty for a diagonal cell (all mistakes of that true class).
+    ``serial`` makes two clicks on the same cell two distinct values.
+    """
+
+    true: str
+    predicted: str
+    serial: int
+
+
+@module.ui
+def panel_ui() -> ui.TagChild:
+    return ui.TagList(
+        ui.output_ui("message"),
+        ui.layout_columns(
+            ui.div(
+                ui.input_radio_buttons(
+                    "scale",
+                    None,
+                    {"counts": "Counts", "normalised": "Row-normalised"},
+                    selected="counts",
+                    inline=True,
+                ),
+                ui.output_plot("matrix", height="460px", click=True),
+                ui.p(
+                    "Rows: true class; columns: predicted class. Click a cell to see "
+                    "those faces under Misclassified faces.",
+                    class_="text-muted small",
+                ),
+            ),
+            ui.div(
+                ui.output_ui("overview"),
+                ui.output_ui("per_class"),
+            ),
+            col_widths=(7, 5),
+        ),
+    )
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+@module.server
+def panel_server(
+    input, output, session, selection: RunSelection
+) -> reactive.Value[CellRequest | None]:
+    clicked: reactive.Value[CellRequest | None] = reactive.value(None)
+
+    @reactive.calc
+    def evaluation() -> Loaded[Evaluation] | None:
+        listing = selection.run()
+        return None if listing is None else load_evaluation(listing.path)
+
+    @render.ui
+    def message() -> ui.TagChild:
+        listing = selection.run()
+        if listing is None:
+            return ui.div(selection.missing_message(), class_="alert alert-info")
+        loaded = evaluation()
+        if loaded is not None and not loaded.ok:
+            return ui.div(
+                ui.strong(f"No evaluation for {listing.name}: "),
+                loaded.error,
+                class_="alert alert-warning",
+            )
+        return None
+
+    def _ok() -> Evaluation:
+        loaded = evaluation()
+        req(loaded is not None and loaded.ok)
+        assert loaded is not None and loaded.value is not None
+        return loaded.value
+
+    @render.plot(alt="Confusion matrix")
+    def matrix():
+        ev = _ok()
+        normalise = input.scale() == "normalised"
+        listing = selection.run()
+        name = listing.name if listing is not None else ""
+        title = f"{name} — {ev.split} ({ev.image_count} images)"
+        if normalise:
+            title += ", row-normalised"
+        return plots.confusion_figure(ev.confusion_matrix, ev.classes, normalize=normalise, title=title)
+
+    @render.ui
+    def overview() -> ui.TagChild:
+        ev = _ok()
+        macro = "not stored" if math.isnan(ev.macro_f1) else f"{ev.macro_f1:.3f}"
+        return ui.div(
+            ui.div(
+                ui.span("Accuracy ", class_="text-muted"),
+                ui.strong(f"{100 * ev.accuracy:.1f} %", id=session.ns("accuracy")),
+                ui.span("   macro-F1 ", class_="text-muted ms-3"),
+                ui.strong(macro, id=session.ns("macro_f1")),
+                class_="fs-5",
+            ),
+            ui.div(f"split {ev.split}, {ev.image_count} images", class_="text-muted small"),
+            class_="mb-2",
+        )
+
+    @render.ui
+    def per_class() -> ui.TagChild:
+        frame = per_class_frame(_ok())
+        for col in ("precision", "recall", "F1"):
+            frame[col] = frame[col].map(_fmt)
+        frame["support"] = frame["support"].map(lambda v: "—" if math.isnan(v) else f"{int(v)}")
+        return frame_table(frame)
+
+    @reactive.effect
+    @reactive.event(input.matrix_click)
+    def _on_click() -> None:
+        click = input.matrix_click()
+        loaded = evaluation()
+        if not click or loaded is None or not loaded.ok or loaded.value is None:
+            return
+        classes = loaded.value.classes
+        col, row = round(float(click["x"])), round(float(click["y"]))
+        if not (0 <= row < len(classes) and 0 <= col < len(classes)):
+            return
+        previous = clicked.get()
+        serial = previous.serial + 1 if previous else 1
+        predicted = "" if row == col else classes[col]
+        clicked.set(CellRequest(classes[row], predicted, serial))
+
+    return clicked

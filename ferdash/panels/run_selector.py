@@ -1,0 +1,171 @@
+"""The run selector shared by the Inspect panels, and the "extra runs folder" input.
+
+It lists the same run catalog as the Predict panel (``ferdash.catalog.run_catalog``),
+broken runs included: those are listed so the panels can say what is wrong with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from shiny import module, reactive, render, ui
+
+from ..inspect_data import has_model, inspect_problems, no_runs_message, run_label
+from ..rundir import RunListing
+
+
+@dataclass(frozen=True)
+class RunSelection:
+    """What the selector hands to the panels (all callables are reactive)."""
+
+    #: Every run of the catalog.
+    runs: Callable[[], list[RunListing]]
+    #: The run the panels show, or None when there is none.
+    run: Callable[[], RunListing | None]
+    #: The run followed by the other runs chosen for overlay on the training history.
+    history_runs: Callable[[], list[RunListing]]
+    #: Selects a run by its folder (e.g. from a click in the runs table).
+    select: Callable[[str], None]
+    #: The folders searched for runs (for the "no runs" message).
+    run_dirs: Callable[[], list[Path]]
+
+    def missing_message(self) -> str:
+        """Why no run is shown: none exists (and how to train one), or none is chosen."""
+        if not self.runs():
+            return no_runs_message(self.run_dirs())
+        return "Choose a run in the sidebar."
+
+
+def _choices(listings: list[RunListing]) -> dict[str, str]:
+    names = [listing.name for listing in listings]
+    choices = {}
+    for listing in listings:
+        label = run_label(listing)
+        # The same run name in two folders: say which folder, or they look identical.
+        if names.count(listing.name) > 1:
+            label = f"{label} — {listing.path.parent}"
+        choices[str(listing.path)] = label
+    return choices
+
+
+@module.ui
+def selector_ui() -> ui.TagChild:
+    return ui.TagList(
+        ui.input_select("run", "Run", choices=[]),
+        ui.input_selectize(
+            "overlay",
+            "Overlay on the training history",
+            choices=[],
+            multiple=True,
+            options={"placeholder": "other runs…", "plugins": ["remove_button"]},
+        ),
+        ui.output_ui("notes"),
+        ui.hr(),
+        ui.input_text("folder", "Also list runs in folder", placeholder="/path/to/runs"),
+        ui.input_action_button("add_folder", "List runs", class_="btn-sm btn-outline-primary"),
+        ui.output_ui("folder_note"),
+    )
+
+
+@module.server
+def selector_server(
+    input,
+    output,
+    session,
+    runs: Callable[[], list[RunListing]],
+    run_dirs: Callable[[], list[Path]],
+    extra_dirs: reactive.Value[list[Path]] | None = None,
+) -> RunSelection:
+    # The catalog re-polls every couple of seconds while a run trains; re-sending the
+    # same choices would close an open drop-down, so only send them when they change.
+    last_choices: dict[str, str] | None = None
+
+    @reactive.effect
+    def _update_choices() -> None:
+        nonlocal last_choices
+        choices = _choices(runs())
+        if choices == last_choices:
+            return
+        last_choices = choices
+        with reactive.isolate():
+            current = input.run()
+            overlay = input.overlay() or ()
+        selected = current if current in choices else next(iter(choices), None)
+        ui.update_select("run", choices=choices, selected=selected)
+        ui.update_selectize(
+            "overlay", choices=choices, selected=[p for p in overlay if p in choices]
+        )
+
+    @reactive.calc
+    def run() -> RunListing | None:
+        wanted = input.run()
+        return next((r for r in runs() if str(r.path) == wanted), None)
+
+    @reactive.calc
+    def history_runs() -> list[RunListing]:
+        main = run()
+        chosen = [main] if main is not None else []
+        by_path = {str(r.path): r for r in runs()}
+        for path in input.overlay() or ():
+            listing = by_path.get(path)
+            if listing is not None and listing not in chosen:
+                chosen.append(listing)
+        return chosen
+
+    def select(path: str) -> None:
+        # The module's own session: the id "run" is namespaced to this selector.
+        ui.update_select("run", selected=path, session=session)
+
+    selection = RunSelection(
+        runs=runs, run=run, history_runs=history_runs, select=select, run_dirs=run_dirs
+    )
+
+    @render.ui
+    def notes() -> ui.TagChild:
+        listing = run()
+        if listing is None:
+            return ui.div(selection.missing_message(), class_="alert alert-info small")
+        items: list[ui.TagChild] = [
+            ui.div(problem, class_="alert alert-warning small py-1 px-2 mb-1")
+            for problem in inspect_problems(listing)
+        ]
+        if not has_model(listing):
+            items.append(
+                ui.div(
+                    "No model.keras: this run can be inspected here but not used to predict.",
+                    class_="text-muted small",
+                )
+            )
+        items.append(ui.div(str(listing.path), class_="text-muted small text-break"))
+        return ui.TagList(*items)
+
+    folder_message: reactive.Value[tuple[str, str] | None] = reactive.value(None)
+
+    @reactive.effect
+    @reactive.event(input.add_folder)
+    def _add_folder() -> None:
+        if extra_dirs is None:
+            return
+        raw = input.folder().strip()
+        if not raw:
+            extra_dirs.set([])
+            folder_message.set(None)
+            return
+        path = Path(raw).expanduser()
+        if not path.is_dir():
+            folder_message.set(("danger", f"{path} is not a folder on this machine."))
+            return
+        extra_dirs.set([path])
+        folder_message.set(("success", f"Also listing runs in {path}."))
+
+    @render.ui
+    def folder_note() -> ui.TagChild:
+        message = folder_message()
+        if message is None:
+            return None
+        kind, text = message
+        return ui.div(text, class_=f"text-{kind} small mt-1")
+
+    return selection

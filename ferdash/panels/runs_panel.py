@@ -1,0 +1,57 @@
+"""Runs comparison: one sortable row per run, what it is and how it scored."""
+
+from __future__ import annotations
+
+import pandas as pd
+from shiny import module, reactive, render, req, ui
+
+from ..inspect_data import comparison_frame
+from .run_selector import RunSelection
+
+
+@module.ui
+def panel_ui() -> ui.TagChild:
+    return ui.TagList(
+        ui.output_ui("message"),
+        ui.p(
+            "Every run in the run folders. Click a column header to sort; click a row to "
+            "inspect that run. Accuracies and recalls are percentages, read from "
+            "history.csv (best validation epoch) and evaluation.json.",
+            class_="text-muted small",
+        ),
+        ui.output_data_frame("table"),
+    )
+
+
+@module.server
+def panel_server(input, output, session, selection: RunSelection) -> None:
+    @reactive.calc
+    def frame() -> pd.DataFrame:
+        listings = selection.runs()
+        table = comparison_frame(listings)
+        # The folder tells runs of the same name apart and lets a row click find its run.
+        table["folder"] = [str(listing.path.parent) for listing in listings]
+        return table
+
+    @render.ui
+    def message() -> ui.TagChild:
+        if not selection.runs():
+            return ui.div(selection.missing_message(), class_="alert alert-info")
+        return None
+
+    @render.data_frame
+    def table() -> render.DataGrid:
+        data = frame()
+        req(len(data) > 0)
+        return render.DataGrid(data, selection_mode="row", height="auto", width="100%")
+
+    # Only on a click: re-rendering the table (a run changed on disk) must not pull the
+    # selector back to a row clicked long ago.
+    @reactive.effect
+    @reactive.event(table.cell_selection)
+    def _select_clicked_run() -> None:
+        chosen = table.data_view(selected=True)
+        if len(chosen) != 1:
+            return
+        row = chosen.iloc[0]
+        selection.select(f"{row['folder']}/{row['run']}")

@@ -1,0 +1,149 @@
+"""Unit tests of the Inspect data layer: cached readers, tables, gallery paths."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from synthetic_runs import history_rows, make_broken_run, make_run, write_history
+
+from ferdash import inspect_data as idata
+from ferdash.rundir import discover_runs, read_evaluation
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    idata.clear_caches()
+    yield
+    idata.clear_caches()
+
+
+def test_history_is_cached_until_the_file_changes(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", epochs=4, evaluation=False)
+    first = idata.load_history(run)
+    assert first.ok and len(first.value) == 4
+    assert idata.load_history(run) is first  # same object: not parsed again
+    write_history(run, history_rows(6))
+    # Make sure the new file version gets a new stamp even on coarse-mtime file systems.
+    st = (run / "history.csv").stat()
+    os.utime(run / "history.csv", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    second = idata.load_history(run)
+    assert second is not first and len(second.value) == 6
+
+
+def test_missing_and_malformed_files_give_messages(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", history=False, evaluation=False)
+    assert "history.csv is missing" in idata.load_history(run).error
+    assert "evaluation.json is missing" in idata.load_evaluation(run).error
+    bad = make_broken_run(tmp_path, "bad-eval", "evaluation")
+    assert "not valid JSON" in idata.load_evaluation(bad).error
+    bad_hist = make_broken_run(tmp_path, "bad-hist", "history")
+    assert "non-numeric" in idata.load_history(bad_hist).error
+
+
+def test_best_epoch_prefers_run_json_then_val_accuracy_then_val_loss() -> None:
+    h = pd.DataFrame({"epoch": [0, 1, 2], "val_accuracy": [0.2, 0.5, 0.4], "val_loss": [3, 1, 2]})
+    assert idata.best_epoch(h, {"best_epoch": 2}) == (2, "run.json best_epoch")
+    assert idata.best_epoch(h, {"best_epoch": 9})[0] == 1  # not an epoch of the history
+    assert idata.best_epoch(h, {})[0] == 1
+    only_loss = pd.DataFrame({"epoch": [0, 1, 2], "val_loss": [3.0, 2.0, 2.5]})
+    assert idata.best_epoch(only_loss)[0] == 1
+    assert idata.best_epoch(pd.DataFrame({"epoch": [0], "loss": [1.0]}))[0] is None
+
+
+def test_comparison_frame_lists_every_run_with_its_problems(tmp_path: Path) -> None:
+    make_run(tmp_path, "a-seven", seed=1, parameters=1000, best_epoch=5)
+    make_run(tmp_path, "b-happy-sad", classes=("happy", "sad"), seed=2, architecture="tiny")
+    make_broken_run(tmp_path, "c-broken", "run-json")
+    make_run(tmp_path, "d-no-eval", evaluation=False)
+    frame = idata.comparison_frame(discover_runs(tmp_path))
+    assert list(frame["run"]) == ["a-seven", "b-happy-sad", "c-broken", "d-no-eval"]
+    a = frame.iloc[0]
+    assert a["architecture"] == "fernet" and a["parameters"] == 1000 and a["classes"] == 7
+    assert a["input size"] == "48×48" and a["epochs"] == 8 and a["best epoch"] == 6
+    ev = read_evaluation(tmp_path / "a-seven")
+    assert a["eval acc %"] == round(100 * ev.accuracy, 1)
+    assert a["recall sad %"] == round(100 * ev.per_class["sad"]["recall"], 1)
+    assert "recall angry %" in frame.columns
+    b = frame.iloc[1]
+    assert math.isnan(b["recall angry %"]) and not math.isnan(b["recall happy %"])
+    c = frame.iloc[2]
+    assert c["problems"] == "run.json is not valid JSON; evaluation.json is missing; no model.keras"
+    assert c["epochs"] == 4  # history still read although run.json is broken
+    d = frame.iloc[3]
+    assert d["problems"] == "evaluation.json is missing; no model.keras"
+    assert math.isnan(d["eval acc %"])
+    assert "no model.keras" in a["problems"]
+
+
+def test_per_class_frame_uses_stored_metrics(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", classes=("happy", "sad"))
+    ev = read_evaluation(run)
+    frame = idata.per_class_frame(ev)
+    assert list(frame["class"]) == ["happy", "sad"]
+    assert frame.loc[0, "recall"] == ev.per_class["happy"]["recall"]
+    assert frame["support"].sum() == ev.image_count
+
+
+def test_gallery_root_override_and_reasons(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run = make_run(tmp_path / "models", "r", data_dir=data)
+    ev = read_evaluation(run)
+    assert idata.gallery_root(ev, None).path == data.resolve()
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    root = idata.gallery_root(ev, other)
+    assert root.path == other.resolve() and root.source == "FERDASH_DATA_DIR"
+    missing = idata.gallery_root(ev, tmp_path / "nope")
+    assert missing.path is None and "FERDASH_DATA_DIR" in missing.problem
+    gone = make_run(tmp_path / "models", "gone", data_dir=tmp_path / "not-here", write_faces=False)
+    reason = idata.gallery_root(read_evaluation(gone), None)
+    assert reason.path is None and "not on this machine" in reason.problem
+
+
+def test_safe_image_path_refuses_to_leave_the_data_folder(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "happy").mkdir(parents=True)
+    (root / "happy" / "x.png").write_bytes(b"")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s")
+    (root / "link").symlink_to(secret)
+    assert idata.safe_image_path(root, "happy/x.png") == (root / "happy" / "x.png").resolve()
+    for bad in ("../secret.txt", str(secret), "happy/../../secret.txt", "link", "", None, 3, ".", "a\x00b"):
+        assert idata.safe_image_path(root, bad) is None, bad
+
+
+def test_mistakes_filter_and_malformed_entries(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", per_class=30)
+    ev = read_evaluation(run)
+    mistakes, bad = idata.misclassified_entries(ev)
+    assert bad == 0 and len(mistakes) == len(ev.misclassified)
+    sad = idata.filter_mistakes(mistakes, "sad", None)
+    assert sad and all(m.true == "sad" for m in sad)
+    probs = [m.probability for m in sad]
+    assert probs == sorted(probs, reverse=True)
+    pair = idata.filter_mistakes(mistakes, "sad", "happy")
+    assert all(m.true == "sad" and m.predicted == "happy" for m in pair)
+    assert len(idata.filter_mistakes(mistakes, "", None)) == len(mistakes)
+    ev.misclassified.extend([{"file": 3}, "junk", {"true": "sad"}])
+    assert idata.misclassified_entries(ev)[1] == 3
+
+
+def test_thumbnail_uri(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run = make_run(tmp_path / "m", "r", data_dir=data, classes=("happy", "sad"), per_class=10)
+    file = read_evaluation(run).misclassified[0]["file"]
+    uri = idata.thumbnail_uri(data / file)
+    assert uri and uri.startswith("data:image/png;base64,")
+    not_image = data / "notes.png"
+    not_image.write_text("hello")
+    assert idata.thumbnail_uri(not_image) is None
+    assert idata.thumbnail_uri(data / "missing.png") is None
+
+
+def test_no_runs_message_says_how_to_train() -> None:
+    msg = idata.no_runs_message([Path("/x/models")])
+    assert "/x/models" in msg and "python -m training train --data DIR --arch fernet --out models/NAME" in msg
