@@ -85,13 +85,13 @@ def test_several_files_one_corrupt_then_another_upload(page: Page, app: ShinyApp
     table = controller.OutputDataFrame(page, "predict-table")
     table.expect_nrow(3)
     table.expect_cell("astronaut.png", row=0, col=0)
-    table.expect_cell("yes", row=0, col=2)
-    table.expect_cell("no (whole image)", row=2, col=2)
+    table.expect_cell("yes", row=0, col=1)
+    table.expect_cell("no", row=2, col=1)
 
     with page.expect_download() as download_info:
         page.locator("#predict-download_csv").click()
     csv_text = Path(download_info.value.path()).read_text(encoding="utf-8")
-    assert csv_text.splitlines()[0].startswith("file,message,face found,faces,top class")
+    assert csv_text.splitlines()[0].startswith("file,face found,faces,top class")
     assert len(csv_text.strip().splitlines()) == 4
 
     # The session survives: the next upload replaces the results.

@@ -242,7 +242,14 @@ def panel_server(
     def table() -> render.DataGrid:
         rows = image_results()
         req(len(rows) >= 2)
-        return render.DataGrid(results_frame(rows, as_percent=True), width="100%")
+        frame = results_frame(rows, as_percent=True)
+        message_col = frame.columns.get_loc("message")
+        return render.DataGrid(
+            frame,
+            width="100%",
+            # Error messages are sentences: give them room instead of a one-word column.
+            styles=[{"location": "body", "cols": [message_col], "style": {"min-width": "22em"}}],
+        )
 
     @render.download(filename="ferdash-predictions.csv", media_type="text/csv")
     def download_csv():
@@ -266,15 +273,15 @@ def results_frame(results: list[ImageResult], as_percent: bool) -> pd.DataFrame:
     rows = []
     for result in results:
         prepared = result.prepared
-        row: dict[str, object] = {"file": result.name, "message": result.error or result.model_error or ""}
+        row: dict[str, object] = {"file": result.name}
         if prepared is None:
             row["face found"] = ""
             row["faces"] = None
         elif prepared.tight_crop:
-            row["face found"] = "whole image (small crop)"
+            row["face found"] = "small image"
             row["faces"] = None
         elif prepared.box is None:
-            row["face found"] = "no (whole image)"
+            row["face found"] = "no"
             row["faces"] = 0
         else:
             row["face found"] = "yes"
@@ -291,6 +298,7 @@ def results_frame(results: list[ImageResult], as_percent: bool) -> pd.DataFrame:
             if result.probs is not None and name in result.classes:
                 value = round(float(result.probs[result.classes.index(name)]) * scale, digits)
             row[name + (" (%)" if as_percent else "")] = value
+        row["message"] = result.error or result.model_error or ""
         rows.append(row)
     return pd.DataFrame(rows)
 

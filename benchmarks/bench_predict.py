@@ -1,0 +1,122 @@
+"""Time the Predict pipeline for one 640x480 photo, warm, and compare the compiled call
+with ``model.predict`` for a single face, side by side in one run.
+
+    python benchmarks/bench_predict.py [--runs 200] [--model models/fer7]
+
+Uses the shipped ``models/fer7`` when present, else a tiny untrained model built in a
+temporary folder (the output says which): the pipeline's cost outside the model is the
+same either way, the model's share is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # tiny_runs, for the fallback model
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from skimage import data  # noqa: E402
+
+from ferdash import faces, imaging, inference, model_store  # noqa: E402
+from ferdash.rundir import read_run_info  # noqa: E402
+
+
+def photo_640x480_jpeg() -> bytes:
+    """scikit-image's astronaut (a real face), resized to 480x480 and centred on a 640x480 frame."""
+    canvas = Image.new("RGB", (640, 480), (110, 110, 110))
+    canvas.paste(Image.fromarray(data.astronaut()).resize((480, 480)), (80, 0))
+    buf = io.BytesIO()
+    canvas.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200, help="timed repetitions (median reported)")
+    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "fer7")
+    args = parser.parse_args()
+
+    if (args.model / "model.keras").is_file():
+        run_dir, which = args.model, f"shipped model {args.model.relative_to(REPO_ROOT) if args.model.is_relative_to(REPO_ROOT) else args.model}"
+    else:
+        from tiny_runs import make_tiny_run
+        from ferdash.rundir import FER2013_CLASSES
+
+        run_dir = make_tiny_run(tempfile.mkdtemp(prefix="bench-predict-"), "fer7", FER2013_CLASSES)
+        which = "tiny untrained test model (no shipped models/fer7)"
+    info = read_run_info(run_dir)
+    loaded = model_store.get_loaded_run(info)
+    photo = photo_640x480_jpeg()
+
+    result = inference.analyse_bytes(photo, loaded)
+    assert result.ok and result.prepared.box is not None, "the benchmark photo must have a detected face"
+    for _ in range(10):  # warm: caches, allocator, traced function
+        inference.analyse_bytes(photo, loaded)
+
+    runs = args.runs
+    decoded = imaging.decode_image(photo)
+    grey = decoded.grey
+    box = faces.detect_faces(grey)[0]
+    batch = faces.crop_face(grey, box, info.input_size)[None, ..., None].astype(np.float32)
+    # Each round times the whole pipeline and then each stage, so that all medians see
+    # the same machine load (the CPU may be shared).
+    stages = {
+        "total": lambda: inference.analyse_bytes(photo, loaded),
+        "decode+grey": lambda: imaging.decode_image(photo),
+        "detect": lambda: faces.detect_faces(grey),
+        "crop": lambda: faces.crop_face(grey, box, info.input_size),
+        "model": lambda: loaded.predict(batch),
+    }
+    times: dict[str, list[float]] = {name: [] for name in stages}
+    for _ in range(runs):
+        for name, fn in stages.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+
+    # Side by side, interleaved so both see the same machine load.
+    from ferdash.predictor import load_keras_model
+
+    model = load_keras_model(info.model_path)
+    model.predict(batch, verbose=0)
+    compiled_times, predict_times = [], []
+    pairs = max(20, runs // 4)  # model.predict is slow; fewer pairs keep the run short
+    for _ in range(pairs):
+        start = time.perf_counter()
+        loaded.predict(batch)
+        compiled_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        model.predict(batch, verbose=0)
+        predict_times.append(time.perf_counter() - start)
+    compiled_ms = statistics.median(compiled_times) * 1e3
+    predict_ms = statistics.median(predict_times) * 1e3
+
+    print(f"model: {which}; input {info.input_size[0]}x{info.input_size[1]}, tta={loaded.tta}")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPU cores, load average {load}; {runs} timed runs, medians")
+    print(f"upload to result, one 640x480 JPEG photo (warm): {med['total']:.2f} ms")
+    print(
+        f"  decode+grey {med['decode+grey']:.2f} ms | detect {med['detect']:.2f} ms | "
+        f"crop {med['crop']:.3f} ms | model {med['model']:.2f} ms"
+    )
+    print(
+        f"single face: compiled call {compiled_ms:.2f} ms vs model.predict {predict_ms:.2f} ms "
+        f"-> model.predict is {predict_ms / compiled_ms:.1f}x slower ({pairs} interleaved pairs)"
+    )
+
+
+if __name__ == "__main__":
+    main()
