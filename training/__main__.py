@@ -122,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         from training.prepare import prepare_fer2013
 
-        report = prepare_fer2013(args.csv, args.out, overwrite=args.overwrite)
+        try:
+            report = prepare_fer2013(args.csv, args.out, overwrite=args.overwrite)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0 if report.written else 1
     if args.command == "train":
         from training.data import DataError

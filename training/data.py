@@ -223,6 +223,12 @@ def load_training_data(
         val_files = [relative_to_scan(p, val_dir) for p in val_ds.file_paths]
         train_files = [relative_to_scan(p, train_dir) for p in train_ds.file_paths]
     else:
+        if int(validation_split * train_scan.total) < 1:
+            # Keras would then return an *empty training* set (samples[:-0]).
+            raise DataError(
+                f"{train_scan.total} images are too few for a validation split of "
+                f"{validation_split}; add a val/ folder or more images"
+            )
         train_ds, val_ds = keras.utils.image_dataset_from_directory(
             train_dir,
             shuffle=True,

@@ -251,6 +251,7 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         epochs=cfg.epochs,
         class_weight=weights,
         callbacks=callbacks,
+        shuffle=False,  # The pipeline shuffles (fit cannot shuffle a tf.data.Dataset).
         verbose=cfg.verbose,
     )
 

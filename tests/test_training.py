@@ -1,0 +1,319 @@
+"""`python -m training train/evaluate` on small generated datasets.
+
+Everything runs at 32x32 on a few dozen images per class, so that the whole file takes
+a couple of minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ferdash.rundir import read_evaluation, read_history, read_run_info
+from trainingdata import CLASSES, make_dataset, make_image_folder
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"), 12, 4, 5, size=SIZE)
+
+
+def _config(data: Path, out: Path, **kw):
+    from training.train import TrainConfig
+
+    base = dict(
+        data=str(data),
+        arch="fernet",
+        out=str(out),
+        epochs=2,
+        batch_size=16,
+        image_size=(SIZE, SIZE),
+        verbose=0,
+        command=["test"],
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _history_epochs(run: Path) -> list[int]:
+    return read_history(run)["epoch"].astype(int).tolist()
+
+
+def _check_evaluation(run: Path, expected_images: int) -> None:
+    evaluation = read_evaluation(run)
+    matrix = evaluation.confusion_matrix
+    assert matrix.sum() == evaluation.image_count == expected_images
+    assert evaluation.accuracy == pytest.approx(np.trace(matrix) / matrix.sum())
+    assert len(evaluation.misclassified) == matrix.sum() - np.trace(matrix)
+    for miss in evaluation.misclassified:
+        assert (Path(evaluation.data_dir) / miss["file"]).is_file()
+        assert miss["true"] != miss["predicted"]
+        assert miss["file"].split("/")[0] == miss["true"]
+
+
+@pytest.mark.slow
+def test_two_epochs_write_a_complete_run_directory(dataset: Path, tmp_path: Path) -> None:
+    from ferdash.predictor import load_keras_model
+    from training.train import run_training
+
+    run = run_training(_config(dataset, tmp_path / "run", tta="hflip"), log=lambda *_: None)
+    for name in ("model.keras", "run.json", "history.csv", "evaluation.json"):
+        assert (run / name).is_file(), name
+    assert not (run / "backup").exists()  # BackupAndRestore cleans up after a finished fit.
+    assert _history_epochs(run) == [0, 1]
+    history = read_history(run)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(history.columns)
+
+    info = read_run_info(run)
+    assert info.classes == CLASSES
+    assert info.input_size == (SIZE, SIZE)
+    meta = info.meta
+    assert meta["architecture"] == "fernet"
+    assert meta["epochs"] == 2 and meta["epochs_completed"] == 2
+    assert meta["best_epoch"] in (0, 1)
+    assert meta["best_val_accuracy"] == pytest.approx(history["val_accuracy"].max())
+    assert meta["device"].startswith(("cpu", "gpu"))
+    assert meta["tta"] == "hflip" and meta["augment"] is True
+    assert meta["params"] > 0 and meta["finished"] and meta["created"]
+    assert meta["tensorflow"] and meta["keras"] and meta["seed"] == 1234
+
+    model = load_keras_model(run / "model.keras")
+    assert model.output_shape == (None, len(CLASSES))
+    # Optimizer state is stripped from the shipped file.
+    assert (run / "model.keras").stat().st_size < 25 * 2**20
+    _check_evaluation(run, 4 * len(CLASSES))
+    assert read_evaluation(run).split == "val"
+    assert read_evaluation(run).meta["tta"] == "hflip"
+
+    # Running the finished command again does not retrain.
+    before = (run / "history.csv").read_text()
+    run_training(_config(dataset, tmp_path / "run", tta="hflip"), log=lambda *_: None)
+    assert (run / "history.csv").read_text() == before
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_a_run_that_crashed_resumes_to_exactly_the_requested_epochs(
+    dataset: Path, tmp_path: Path
+) -> None:
+    import keras
+
+    from training.train import run_training
+
+    class CrashAtEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise _Crash("simulated crash")
+
+    out = tmp_path / "run"
+    with pytest.raises(_Crash):
+        run_training(_config(dataset, out, epochs=3, extra_callbacks=[CrashAtEpoch()]), log=lambda *_: None)
+    assert _history_epochs(out) == [0]
+    assert (out / "backup").is_dir()
+    # Simulate the epoch-1 row being written just before a kill that beat the backup:
+    # the resumed run must not keep it twice.
+    with (out / "history.csv").open("a") as f:
+        f.write("1,0.5,0.001,1.0,0.5,1.0\n")
+
+    logs: list[str] = []
+    run_training(_config(dataset, out, epochs=3), log=logs.append)
+    assert any("resuming" in line and "epoch 2 of 3" in line for line in logs)
+    assert _history_epochs(out) == [0, 1, 2]
+    meta = read_run_info(out).meta
+    assert meta["epochs_completed"] == 3 and meta["finished"]
+    _check_evaluation(out, 4 * len(CLASSES))
+
+
+_DRIVER = """
+import sys, time
+from pathlib import Path
+import keras
+from training.train import TrainConfig, run_training
+
+class PauseInEpoch1(keras.callbacks.Callback):
+    # Mid-epoch 1 (after epoch 0 was backed up), say so and wait to be killed.
+    def on_train_batch_end(self, batch, logs=None):
+        if self._epoch == 1:
+            Path(sys.argv[3]).write_text("paused")
+            time.sleep(120)
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+run_training(TrainConfig(data=sys.argv[1], arch="fernet", out=sys.argv[2], epochs=3,
+    batch_size=16, image_size=(32, 32), verbose=0, extra_callbacks=[PauseInEpoch1()]))
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_then_the_same_command_resumes(dataset: Path, tmp_path: Path) -> None:
+    out, marker = tmp_path / "run", tmp_path / "paused"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, str(dataset), str(out), str(marker)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"driver exited early: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("driver never reached epoch 1")
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert _history_epochs(out) == [0]
+
+    cmd = [sys.executable, "-m", "training", "train", "--data", str(dataset), "--arch", "fernet",
+           "--out", str(out), "--epochs", "3", "--batch-size", "16", "--image-size", "32", "--verbose", "0"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming" in done.stdout
+    assert _history_epochs(out) == [0, 1, 2]
+    assert read_run_info(out).meta["epochs_completed"] == 3
+
+
+@pytest.mark.slow
+def test_class_subset_validation_split_and_evaluate_cli(tmp_path: Path, capsys) -> None:
+    from ferdash.predictor import load_keras_model
+    from training.__main__ import main
+
+    # A bare class folder (no train/ or val/): validation comes from a seeded split.
+    data = make_image_folder(tmp_path / "faces", per_class=20, size=SIZE)
+    # A corrupt PNG and an empty file must be skipped, not crash the epoch.
+    (data / "happy" / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (data / "sad" / "zz_empty.png").write_bytes(b"")
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(data), "--arch", "fernet", "--out", str(out),
+                 "--classes", "sad,happy", "--epochs", "1", "--batch-size", "8",
+                 "--image-size", str(SIZE), "--no-augment", "--class-weights", "--verbose", "0"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "zz_corrupt.png" in text and "zz_empty.png" in text
+    info = read_run_info(out)
+    assert info.classes == ("happy", "sad")  # sorted, like image_dataset_from_directory
+    assert load_keras_model(out / "model.keras").output_shape == (None, 2)
+    meta = info.meta
+    assert meta["val_split"] == 0.1 and meta["skipped_images"] == 2
+    assert meta["train_images"] + meta["val_images"] == 40
+    assert set(meta["class_weights"]) == {"happy", "sad"}
+    assert read_evaluation(out).split == "validation_split"
+    _check_evaluation(out, meta["val_images"])
+
+    # Evaluate on another folder holding all seven classes: only the run's are read.
+    test = make_image_folder(tmp_path / "test", per_class=6, size=SIZE)
+    (test / "sad" / "broken.png").write_bytes(b"GIF89a")
+    assert main(["evaluate", "--run", str(out), "--data", str(test), "--tta", "hflip"]) == 0
+    evaluation = read_evaluation(out)
+    assert evaluation.split == "test" and evaluation.classes == ("happy", "sad")
+    assert evaluation.meta["tta"] == "hflip"
+    assert [s["file"] for s in evaluation.meta["skipped_files"]] == ["sad/broken.png"]
+    _check_evaluation(out, 12)
+
+
+def test_an_unwritable_output_fails_before_training(tmp_path: Path, capsys) -> None:
+    from training.__main__ import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = main(["train", "--data", str(tmp_path), "--arch", "fernet", "--out", str(blocker / "run")])
+    assert code == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_a_full_disk_fails_with_a_clear_message(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from training.train import TrainingError, check_free_space
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 10**6))
+    with pytest.raises(TrainingError, match="not enough free disk space"):
+        check_free_space(tmp_path, params=1_000_000)
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
+    import h5py
+
+    from ferdash.rundir import write_run_info
+    from training.train import TrainingError, run_training
+
+    data = make_image_folder(tmp_path / "data", per_class=10, size=SIZE, classes=("happy", "sad"))
+    out = tmp_path / "run"
+    # An unfinished run as a kill leaves it: run.json without 'finished', a backup.
+    write_run_info(out, ["happy", "sad"], [SIZE, SIZE], architecture="fernet", batch_size=16,
+                   augment=True, seed=1234, finished=None)
+    (out / "backup").mkdir()
+    with h5py.File(out / "backup" / "latest.weights.h5", "w") as f:
+        f["x"] = np.zeros(1)
+    (out / "backup" / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    with pytest.raises(TrainingError, match="other settings.*batch_size"):
+        run_training(_config(data, out, batch_size=8), log=lambda *_: None)
+
+
+# --- fast unit tests of the resume helpers -------------------------------------------
+
+
+def test_truncate_history_keeps_one_row_per_epoch_below_the_restored_one(tmp_path: Path) -> None:
+    from training.resume import truncate_history
+
+    path = tmp_path / "history.csv"
+    path.write_text(
+        "epoch,accuracy,val_accuracy\n0,0.1,0.2\n1,0.3,0.4\n1,0.35,0.45\n2,0.5,0.6\n3,0.7"
+    )
+    rows = truncate_history(path, keep_epochs=2)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    frame = pd.read_csv(path)
+    assert frame["epoch"].tolist() == [0, 1]
+    assert frame["val_accuracy"].tolist() == [0.2, 0.45]  # the last write of epoch 1 wins
+
+
+def test_a_truncated_backup_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    import h5py
+
+    from training.resume import restorable_epoch
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    with h5py.File(backup / "latest.weights.h5.bkp", "w") as f:
+        f["x"] = np.zeros(3)
+    (backup / "training_metadata.json.bkp").write_text(json.dumps({"epoch": 4, "batch": 0}))
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    (backup / "training_metadata.json").write_text(json.dumps({"epoch": 5, "batch": 0}))
+    assert restorable_epoch(backup) == 4
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 4
+
+    (backup / "latest.weights.h5").write_bytes(b"junk")
+    (backup / "latest.weights.h5.bkp").write_bytes(b"junk")
+    assert restorable_epoch(backup) is None
+    assert not backup.exists()  # Unusable: start afresh rather than crash.
+
+
+def test_class_weights_from_counts() -> None:
+    from training.data import class_weights
+
+    counts = {"disgust": 436, "happy": 7215}
+    balanced = class_weights(counts, ["disgust", "happy"], "balanced")
+    assert balanced[0] == pytest.approx(7651 / (2 * 436), rel=1e-3)
+    assert balanced[0] * 436 == pytest.approx(balanced[1] * 7215, rel=1e-3)
+    soft = class_weights(counts, ["disgust", "happy"], "sqrt")
+    assert soft[0] == pytest.approx(balanced[0] ** 0.5, rel=1e-3)
+    assert class_weights(counts, ["disgust", "happy"], "none") is None
