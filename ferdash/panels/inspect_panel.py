@@ -16,14 +16,18 @@ from .run_selector import RunSelection
 def panel_ui() -> ui.TagChild:
     return ui.layout_sidebar(
         ui.sidebar(run_selector.selector_ui("selector"), width=320, title="Runs"),
+        # Each panel in a plain div: the card body is a fillable container, which would
+        # stretch the panels' first fill item (e.g. the filter row) to the card's height.
         ui.navset_card_underline(
-            ui.nav_panel("Training history", history_panel.panel_ui("history"), value="history"),
             ui.nav_panel(
-                "Confusion matrix", confusion_panel.panel_ui("confusion"), value="confusion"
+                "Training history", ui.div(history_panel.panel_ui("history")), value="history"
             ),
-            ui.nav_panel("Runs comparison", runs_panel.panel_ui("runs"), value="runs"),
             ui.nav_panel(
-                "Misclassified faces", gallery_panel.panel_ui("gallery"), value="gallery"
+                "Confusion matrix", ui.div(confusion_panel.panel_ui("confusion")), value="confusion"
+            ),
+            ui.nav_panel("Runs comparison", ui.div(runs_panel.panel_ui("runs")), value="runs"),
+            ui.nav_panel(
+                "Misclassified faces", ui.div(gallery_panel.panel_ui("gallery")), value="gallery"
             ),
             id="tabs",
         ),
