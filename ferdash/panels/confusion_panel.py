@@ -29,30 +29,28 @@ class CellRequest:
 
 @module.ui
 def panel_ui() -> ui.TagChild:
-    return ui.TagList(
-        ui.output_ui("message"),
-        ui.layout_columns(
-            ui.div(
-                ui.input_radio_buttons(
-                    "scale",
-                    None,
-                    {"counts": "Counts", "normalised": "Row-normalised"},
-                    selected="counts",
-                    inline=True,
-                ),
-                ui.output_plot("matrix", height="460px", click=True),
-                ui.p(
-                    "Rows: true class; columns: predicted class. Click a cell to see "
-                    "those faces under Misclassified faces.",
-                    class_="text-muted small",
-                ),
+    return ui.TagList(ui.output_ui("message"), ui.output_ui("body"))
+
+
+def _body(scale: str) -> ui.TagChild:
+    return ui.layout_columns(
+        ui.div(
+            ui.input_radio_buttons(
+                "scale",
+                None,
+                {"counts": "Counts", "normalised": "Row-normalised"},
+                selected=scale,
+                inline=True,
             ),
-            ui.div(
-                ui.output_ui("overview"),
-                ui.output_ui("per_class"),
+            ui.output_plot("matrix", height="460px", click=True),
+            ui.p(
+                "Rows: true class; columns: predicted class. Click a cell to see "
+                "those faces under Misclassified faces.",
+                class_="text-muted small",
             ),
-            col_widths=(7, 5),
         ),
+        ui.div(ui.output_ui("overview"), ui.output_ui("per_class")),
+        col_widths=(7, 5),
     )
 
 
@@ -70,6 +68,24 @@ def panel_server(
     def evaluation() -> Loaded[Evaluation] | None:
         listing = selection.run()
         return None if listing is None else load_evaluation(listing.path)
+
+    # The matrix and table exist only while there is an evaluation to show, so a broken
+    # run shows its message instead of an empty frame. A Value (unlike a calc) only
+    # notifies on change, so switching between good runs keeps the same elements.
+    has_evaluation = reactive.value(False)
+
+    @reactive.effect
+    def _track_evaluation() -> None:
+        loaded = evaluation()
+        has_evaluation.set(loaded is not None and loaded.ok)
+
+    @render.ui
+    def body() -> ui.TagChild:
+        if not has_evaluation():
+            return None
+        with reactive.isolate():
+            scale = input.scale() if "scale" in input else "counts"
+        return _body(scale)
 
     @render.ui
     def message() -> ui.TagChild:
