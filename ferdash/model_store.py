@@ -12,6 +12,7 @@ TensorFlow is imported only when the first model is loaded (inside
 from __future__ import annotations
 
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -107,6 +108,12 @@ def _load(info: RunInfo) -> LoadedRun:
         raise ModelLoadError(
             f"run.json of {info.name} asks for test-time augmentation {tta!r}; "
             f"known: {', '.join(str(m) for m in TTA_MODES if m)} or none"
+        )
+    if info.model_path.is_file() and not zipfile.is_zipfile(info.model_path):
+        # Keras reports a non-zip file as "File not found", which misleads; say what it is.
+        raise ModelLoadError(
+            f"cannot load {info.model_path}: the file is corrupt or truncated "
+            "(not a Keras .keras archive)"
         )
     model = load_keras_model(info.model_path)
     height, width = info.input_size

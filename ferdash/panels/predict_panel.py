@@ -217,9 +217,15 @@ def panel_server(
     @render.ui
     def results() -> TagList:
         happy_sad = input.mode() == MODE_HAPPY_SAD
+        if not usable_runs():
+            why = "no trained model is installed."
+        elif loaded()[1]:
+            why = "the selected run's model cannot be loaded (see the message above)."
+        else:
+            why = "no run is selected."
         return TagList(
             *[
-                _result_card(session.ns(f"result_{i}"), result, happy_sad)
+                _result_card(session.ns(f"result_{i}"), result, happy_sad, why)
                 for i, result in enumerate(image_results())
             ]
         )
@@ -352,7 +358,9 @@ def _preview_with_box(result: ImageResult) -> np.ndarray:
     return rgb
 
 
-def _result_card(card_id: str, result: ImageResult, happy_sad: bool) -> Tag:
+def _result_card(
+    card_id: str, result: ImageResult, happy_sad: bool, unclassified_reason: str = ""
+) -> Tag:
     # The file name is only ever display text; htmltools escapes it.
     header = ui.card_header(result.name or "(unnamed file)")
     if not result.ok:
@@ -414,7 +422,10 @@ def _result_card(card_id: str, result: ImageResult, happy_sad: bool) -> Tag:
         answer.append(ui.div(result.model_error, class_="alert alert-danger model-error"))
     else:
         answer.append(
-            ui.p("Not classified: no usable model is selected.", class_="text-body-secondary no-prediction")
+            ui.p(
+                f"Not classified: {unclassified_reason or 'no usable model is selected.'}",
+                class_="text-body-secondary no-prediction",
+            )
         )
     return ui.card(
         header,
