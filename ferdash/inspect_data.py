@@ -358,8 +358,14 @@ class GalleryRoot:
     problem: str | None = None
 
 
-def gallery_root(evaluation: Evaluation, override: Path | None) -> GalleryRoot:
-    """The evaluated data folder: ``FERDASH_DATA_DIR`` when set, else evaluation's data_dir."""
+def gallery_root(
+    evaluation: Evaluation, override: Path | None, run_dir: Path | None = None
+) -> GalleryRoot:
+    """The evaluated data folder: ``FERDASH_DATA_DIR`` when set, else evaluation's data_dir.
+
+    A relative data_dir is read from the run folder, so a shipped run can point at
+    ``../shared`` beside whichever checkout it lives in.
+    """
     if override is not None:
         if override.is_dir():
             return GalleryRoot(override.resolve(), "FERDASH_DATA_DIR")
@@ -376,6 +382,8 @@ def gallery_root(evaluation: Evaluation, override: Path | None) -> GalleryRoot:
             "set FERDASH_DATA_DIR to that folder to see the faces.",
         )
     path = Path(evaluation.data_dir).expanduser()
+    if not path.is_absolute() and run_dir is not None:
+        path = run_dir / path
     if path.is_dir():
         return GalleryRoot(path.resolve(), "evaluation.json data_dir")
     return GalleryRoot(

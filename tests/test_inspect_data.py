@@ -104,6 +104,15 @@ def test_gallery_root_override_and_reasons(tmp_path: Path) -> None:
     assert reason.path is None and "not on this machine" in reason.problem
 
 
+def test_gallery_root_reads_a_relative_data_dir_from_the_run_folder(tmp_path: Path) -> None:
+    # Shipped runs say "../../../shared/..." so that they work in any checkout.
+    data = tmp_path / "shared" / "val"
+    data.mkdir(parents=True)
+    run = make_run(tmp_path / "repo" / "models", "r", data_dir=Path("../../../shared/val"), write_faces=False)
+    ev = read_evaluation(run)
+    assert idata.gallery_root(ev, None, run).path == data.resolve()
+
+
 def test_safe_image_path_refuses_to_leave_the_data_folder(tmp_path: Path) -> None:
     root = tmp_path / "data"
     (root / "happy").mkdir(parents=True)

@@ -143,7 +143,7 @@ def panel_server(
                 + (f" ({malformed} malformed entries skipped)." if malformed else "."),
                 "level": "info",
             }
-        root = gallery_root(ev, config.data_dir_override())
+        root = gallery_root(ev, config.data_dir_override(), listing.path)
         if root.path is None:
             return {"message": root.problem, "level": "warning", "total": len(mistakes)}
         matching = filter_mistakes(mistakes, input.true_class(), input.predicted_class())
