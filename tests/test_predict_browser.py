@@ -48,7 +48,10 @@ CAMERA_JPG = encode(Image.fromarray(data.camera()), "JPEG")
 def test_one_png_happy_vs_sad(page: Page, app: ShinyAppProc) -> None:
     page.goto(app.url)
     controller.InputRadioButtons(page, "predict-mode").set("happy_sad")
-    controller.InputSelect(page, "predict-run").expect_selected(re.compile(".*happy_sad$"))
+    # The app may be busy importing TensorFlow for the preloaded model: wait generously.
+    controller.InputSelect(page, "predict-run").expect_selected(
+        re.compile(".*happy_sad$"), timeout=RESULT_TIMEOUT
+    )
     controller.InputFile(page, "predict-upload").set(payload("astronaut.png", ASTRONAUT_PNG))
 
     card = page.locator("#predict-result_0")
@@ -66,6 +69,9 @@ def test_one_png_happy_vs_sad(page: Page, app: ShinyAppProc) -> None:
 def test_several_files_one_corrupt_then_another_upload(page: Page, app: ShinyAppProc) -> None:
     page.goto(app.url)
     controller.InputRadioButtons(page, "predict-mode").expect_selected("fer7")
+    controller.InputSelect(page, "predict-run").expect_selected(
+        re.compile(".*fer7$"), timeout=RESULT_TIMEOUT
+    )
     upload = controller.InputFile(page, "predict-upload")
     upload.set(
         [
