@@ -184,11 +184,14 @@ def probability_bar_chart(
     ax.set_xlim(0, 100)
     ax.set_xlabel("probability (%)")
     for bar, value in zip(bars, values):
+        inside = value > 85.0  # no room to the right: write it inside the bar, in white
         ax.text(
-            min(value + 1.5, 88.0),
+            value - 1.5 if inside else value + 1.5,
             bar.get_y() + bar.get_height() / 2,
             f"{value:.0f}%",
             va="center",
+            ha="right" if inside else "left",
+            color="white" if inside else "black",
             fontsize=9,
         )
     ax.spines[["top", "right"]].set_visible(False)

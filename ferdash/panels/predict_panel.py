@@ -103,6 +103,26 @@ def panel_server(
         happy_sad = input.mode() == MODE_HAPPY_SAD
         return [info for info in usable_runs() if info.is_happy_sad == happy_sad]
 
+    mode_chosen = False
+
+    @reactive.effect
+    def _start_in_a_mode_that_has_runs() -> None:
+        # Once per session: with only happy-vs-sad runs installed (or only others), open
+        # in the mode that can answer instead of one that says "no run installed".
+        nonlocal mode_chosen
+        infos = usable_runs()
+        if mode_chosen or not infos:
+            return
+        mode_chosen = True
+        has_happy_sad = any(info.is_happy_sad for info in infos)
+        has_other = any(not info.is_happy_sad for info in infos)
+        with reactive.isolate():
+            mode = input.mode()
+        if mode == MODE_FER7 and has_happy_sad and not has_other:
+            ui.update_radio_buttons("mode", selected=MODE_HAPPY_SAD)
+        elif mode == MODE_HAPPY_SAD and has_other and not has_happy_sad:
+            ui.update_radio_buttons("mode", selected=MODE_FER7)
+
     def _default_choice(infos: list[RunInfo]) -> str | None:
         wanted = DEFAULT_RUN.get(input.mode())
         for info in infos:
