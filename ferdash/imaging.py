@@ -73,7 +73,7 @@ class DecodedImage:
     grey: np.ndarray  # uint8, (H, W), after EXIF orientation and any working-size reduction
     format: str  # what Pillow identified, e.g. "JPEG"
     original_size: tuple[int, int]  # (width, height) as stored in the file
-    frames: int  # >1 for animated GIF / multi-page TIFF; only the first is used
+    multi_frame: bool  # an animated GIF/WebP or multi-page TIFF: only the first frame is used
 
 
 def read_upload(path: str | Path, max_bytes: int = MAX_UPLOAD_BYTES) -> bytes:
@@ -130,7 +130,9 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage
         if width * height > MAX_PIXELS:
             raise UploadError(_too_many_pixels_message(width, height))
         fmt = img.format or "unknown"
-        frames = int(getattr(img, "n_frames", 1) or 1)
+        # Not n_frames: counting a GIF's frames means reading all of them, which a file
+        # with thousands of frames turns into a CPU bomb. is_animated looks at one more.
+        multi_frame = bool(getattr(img, "is_animated", False))
         try:
             grey = _to_grey(img)
         except UploadError:
@@ -139,7 +141,7 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage
             raise UploadError(
                 "The file is truncated or corrupt: its pixels cannot be decoded."
             ) from exc
-    return DecodedImage(grey=grey, format=fmt, original_size=(width, height), frames=frames)
+    return DecodedImage(grey=grey, format=fmt, original_size=(width, height), multi_frame=multi_frame)
 
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -174,8 +176,8 @@ def _too_many_pixels_message(width: int | None = None, height: int | None = None
 
 
 def _to_grey(img: Image.Image) -> np.ndarray:
-    if getattr(img, "n_frames", 1) > 1:
-        img.seek(0)  # animated GIF / multi-page TIFF: the first frame only
+    if getattr(img, "tell", lambda: 0)() != 0:
+        img.seek(0)  # is_animated may have moved on: animations use their first frame
     if img.format in ("JPEG", "MPO") and img.mode in ("RGB", "YCbCr", "L"):
         # Let libjpeg decode luminance only, and at a reduced scale for huge photos:
         # several times faster than decoding colour and converting afterwards.
@@ -183,7 +185,10 @@ def _to_grey(img: Image.Image) -> np.ndarray:
         scale = max(1, long_side // WORKING_MAX_SIDE)
         img.draft("L", (img.size[0] // scale, img.size[1] // scale))
     img.load()
-    img = ImageOps.exif_transpose(img) or img
+    try:
+        img = ImageOps.exif_transpose(img) or img
+    except Exception:
+        pass  # malformed EXIF: show the pixels as stored rather than refuse the photo
 
     mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):

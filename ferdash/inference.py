@@ -28,7 +28,7 @@ class Prepared:
     grey: np.ndarray  # the (possibly reduced) greyscale image the box refers to
     original_size: tuple[int, int]  # (width, height) in the file
     format: str
-    frames: int
+    multi_frame: bool
     faces_found: int
     box: faces.FaceBox | None  # the classified face; None when the whole image was used
     tight_crop: bool  # a small image taken to be a face crop already
@@ -78,7 +78,7 @@ def prepare_image(data: bytes, input_size: tuple[int, int]) -> Prepared:
         grey=grey,
         original_size=decoded.original_size,
         format=decoded.format,
-        frames=decoded.frames,
+        multi_frame=decoded.multi_frame,
         faces_found=len(found),
         box=box,
         tight_crop=tight,

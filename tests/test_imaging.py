@@ -84,7 +84,7 @@ def test_animated_gif_uses_first_frame() -> None:
     frames = [Image.new("L", (10, 10), 0), Image.new("L", (10, 10), 255)]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
     decoded = decode_image(data)
-    assert decoded.frames == 2
+    assert decoded.multi_frame
     assert decoded.grey.max() < 20
 
 
@@ -92,8 +92,12 @@ def test_multipage_tiff_uses_first_page() -> None:
     pages = [Image.new("L", (10, 10), 200), Image.new("L", (10, 10), 10)]
     data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
     decoded = decode_image(data)
-    assert decoded.frames == 2
+    assert decoded.multi_frame
     assert decoded.grey.min() == 200
+
+
+def test_still_image_is_not_multi_frame() -> None:
+    assert not decode_image(encode(gradient(), "GIF")).multi_frame
 
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 3000), (3000, 1), (5000, 2)])

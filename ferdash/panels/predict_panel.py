@@ -394,8 +394,8 @@ def _result_card(
     assert prepared is not None
     width, height = prepared.original_size
     details = f"{width} x {height} {prepared.format}"
-    if prepared.frames > 1:
-        details += f", first of {prepared.frames} frames"
+    if prepared.multi_frame:
+        details += ", first frame"
     faces_line = wording.faces_text(prepared.faces_found, prepared.tight_crop)
     crop_caption = f"Model input {prepared.crop.shape[1]} x {prepared.crop.shape[0]}"
     if prepared.whole_image:
