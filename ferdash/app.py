@@ -8,7 +8,7 @@ from shiny import App, reactive, ui
 
 from . import config
 from .catalog import run_catalog
-from .panels import inspect_panel, predict_panel
+from .panels import inspect_panel, predict_panel, train_panel
 
 
 def build_app(models_dirs: list[Path] | None = None) -> App:
@@ -17,6 +17,7 @@ def build_app(models_dirs: list[Path] | None = None) -> App:
     app_ui = ui.page_navbar(
         ui.nav_panel("Predict", predict_panel.panel_ui("predict"), value="predict"),
         ui.nav_panel("Inspect", inspect_panel.panel_ui("inspect"), value="inspect"),
+        ui.nav_panel("Train", train_panel.panel_ui("train"), value="train"),
         title="Facial Expression Test",
         id="nav",
         window_title="ferdash — Facial Expression Test",
@@ -32,5 +33,8 @@ def build_app(models_dirs: list[Path] | None = None) -> App:
         runs = run_catalog(run_dirs)
         predict_panel.panel_server("predict", runs=runs)
         inspect_panel.panel_server("inspect", runs=runs, run_dirs=run_dirs, extra_dirs=extra_dirs)
+        # New runs go to the first runs folder, which the catalog lists: a finished run
+        # shows up in Predict and Inspect by itself.
+        train_panel.panel_server("train", runs_root=lambda: dirs[0])
 
     return App(app_ui, server)

@@ -1,0 +1,137 @@
+"""The Train panel in a real browser: checks before starting, then a 2-epoch run on
+generated data that is cancelled after its first epoch, resumed and finished.
+
+Training is the real ``python -m training train`` command line, started by the app as a
+separate process; ``tests/apps/paced_training.py`` only holds the run once between its
+first and second epoch, so that the cancel cannot race the (sub-second) epochs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+from shiny.playwright import controller
+from shiny.pytest import create_app_fixture
+from shiny.run import ShinyAppProc
+
+from ferdash.rundir import read_history, read_run_info
+from trainingdata import make_dataset
+
+pytestmark = pytest.mark.browser
+
+APPS = Path(__file__).resolve().parent / "apps"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# One folder per test process, removed by the module fixture below.
+WORK = Path(tempfile.gettempdir()) / f"ferdash-train-panel-{os.getpid()}"
+RUNS = WORK / "runs"
+DATA = WORK / "data"
+CLASSES = ("happy", "sad", "surprise")
+
+_ENV = {
+    "PYTHONPATH": str(REPO_ROOT),
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "FERDASH_MODELS_DIR": str(RUNS),
+}
+app = create_app_fixture(APPS / "train_app.py", timeout_secs=60, env=_ENV)
+
+# A run's process imports TensorFlow before its first epoch: generous on a shared CPU.
+RUN_TIMEOUT = 180_000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def work_folders():
+    RUNS.mkdir(parents=True, exist_ok=True)
+    make_dataset(DATA, train_per_class=12, val_per_class=4, size=24, classes=CLASSES)
+    (WORK / "empty").mkdir(exist_ok=True)
+    yield
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+def _open_train(page: Page, app: ShinyAppProc) -> None:
+    page.goto(app.url)
+    page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#train-idle")).to_be_visible()
+
+
+def test_bad_folder_and_name_are_refused_before_anything_starts(page: Page, app: ShinyAppProc) -> None:
+    _open_train(page, app)
+    data = controller.InputText(page, "train-data")
+    start = page.locator("#train-start")
+
+    data.set(str(WORK / "nowhere"))
+    expect(page.locator("#train-data_error")).to_contain_text("does not exist")
+    start.click()
+    expect(page.locator("#train-notice")).to_contain_text("does not exist")
+
+    data.set(str(WORK / "empty"))
+    expect(page.locator("#train-data_error")).to_contain_text("no class sub-folders")
+    start.click()
+    expect(page.locator("#train-notice")).to_contain_text("no class sub-folders")
+
+    data.set(str(DATA))
+    expect(page.locator("#train-data_ok")).to_contain_text("3 classes in train/ and val/")
+    controller.InputCheckboxGroup(page, "train-classes").expect_selected(list(CLASSES))
+    controller.InputText(page, "train-name").set("../escape")
+    start.click()
+    expect(page.locator("#train-notice")).to_contain_text("not a usable run name")
+
+    expect(page.locator("#train-idle")).to_be_visible()  # nothing was started
+    assert not any(RUNS.iterdir())
+
+
+def test_two_epoch_run_cancel_resume_finish(page: Page, app: ShinyAppProc) -> None:
+    _open_train(page, app)
+    controller.InputText(page, "train-data").set(str(DATA))
+    expect(page.locator("#train-data_ok")).to_be_visible()
+    controller.InputSelect(page, "train-arch").set("r_parity")
+    controller.InputText(page, "train-name").set("panel_run")
+    controller.InputNumeric(page, "train-epochs").set("2")
+    controller.InputNumeric(page, "train-batch_size").set("16")
+    controller.InputNumeric(page, "train-image_size").set("24")
+    page.locator("#train-start").click()
+    expect(page.locator("#train-notice")).to_contain_text("Started “panel_run”")
+    state = page.locator("#train-job_state")
+    expect(state).to_have_attribute("data-state", "running")
+
+    # The first epoch ends: one history row, half the bar, the curves are drawn.
+    epochs = page.locator("#train-epochs_done")
+    expect(epochs).to_have_text("1 of 2 epochs", timeout=RUN_TIMEOUT)
+    expect(page.locator("#train-progress_bar")).to_have_attribute("aria-valuenow", "50")
+    expect(page.locator("#train-curves img")).to_be_visible()
+
+    # One run at a time per server.
+    page.locator("#train-start").click()
+    expect(page.locator("#train-notice")).to_contain_text("already training")
+
+    page.locator("#train-cancel").click()
+    expect(state).to_have_attribute("data-state", "cancelled", timeout=30_000)
+    run = RUNS / "panel_run"
+    assert read_history(run)["epoch"].tolist() == [0]
+    assert not read_run_info(run).meta.get("finished")
+
+    page.locator("#train-resume").click()
+    expect(page.locator("#train-notice")).to_contain_text("Resuming “panel_run”")
+    expect(state).to_have_attribute("data-state", "finished", timeout=RUN_TIMEOUT)
+    expect(epochs).to_have_text("2 of 2 epochs")
+    expect(page.locator("#train-progress_bar")).to_have_attribute("aria-valuenow", "100")
+
+    # Exactly the requested epochs, each once, though the run was stopped in between.
+    assert read_history(run)["epoch"].tolist() == [0, 1]
+    info = read_run_info(run)
+    assert info.meta["finished"] and info.meta["epochs_completed"] == 2
+    assert info.classes == CLASSES and info.input_size == (24, 24)
+    assert "resuming" in (run / "train.log").read_text(encoding="utf-8")
+
+    # The finished run is offered by the other tabs without a restart.
+    page.get_by_role("tab", name="Inspect").click()
+    expect(page.locator("#inspect-selector-run option", has_text="panel_run")).to_have_count(
+        1, timeout=30_000
+    )
+    page.get_by_role("tab", name="Predict").click()
+    expect(page.locator("#predict-run option", has_text="panel_run")).to_have_count(1, timeout=30_000)

@@ -1,0 +1,157 @@
+"""ferdash.training_jobs without a browser: checks, the command line, one job at a time, cancel."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ferdash import training_jobs
+from ferdash.training_jobs import (
+    JobBusy,
+    JobError,
+    TrainRequest,
+    inspect_data_folder,
+    log_tail,
+    read_progress,
+    run_folder_state,
+    validate_run_name,
+)
+from trainingdata import make_dataset, make_image_folder
+
+
+@pytest.fixture
+def fake_training(monkeypatch, tmp_path: Path):
+    """TRAIN_COMMAND replaced by a script that prints its arguments, then sleeps until killed."""
+    script = tmp_path / "fake_training.py"
+    script.write_text(
+        "import sys, time\nprint('args', *sys.argv[1:], flush=True)\n"
+        "time.sleep(float(__import__('os').environ.get('FAKE_SLEEP', '60')))\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(training_jobs, "TRAIN_COMMAND", [sys.executable, str(script)])
+    yield
+    training_jobs.reset_for_tests()
+
+
+def _wait_until_logged(path: Path, count: int) -> None:
+    # The fake prints once Python has started; cancel only after that, or nothing is logged.
+    deadline = time.monotonic() + 60
+    while log_tail(path).count("args train") < count:
+        assert time.monotonic() < deadline, "the fake training never started"
+        time.sleep(0.1)
+
+
+def test_run_names_are_names_not_paths() -> None:
+    assert validate_run_name(" fer7_small-2 ") == "fer7_small-2"
+    for bad in ("", "../x", "a/b", "/abs", ".hidden", "-flag", "a b", "é", "x" * 65):
+        with pytest.raises(JobError):
+            validate_run_name(bad)
+
+
+def test_data_folders_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    with pytest.raises(JobError, match="does not exist"):
+        inspect_data_folder(str(tmp_path / "missing"))
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(JobError, match="not a folder"):
+        inspect_data_folder(str(tmp_path / "file.txt"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(JobError, match="no class sub-folders"):
+        inspect_data_folder(str(tmp_path / "empty"))
+    (tmp_path / "no_images" / "happy").mkdir(parents=True)
+    (tmp_path / "no_images" / "sad").mkdir()
+    (tmp_path / "no_images" / "sad" / "notes.txt").write_text("x")
+    with pytest.raises(JobError, match="at least two class sub-folders with images"):
+        inspect_data_folder(str(tmp_path / "no_images"))
+    with pytest.raises(JobError, match="Type the path"):
+        inspect_data_folder("  ")
+
+    flat = inspect_data_folder(str(make_image_folder(tmp_path / "flat", 2, 16, ("happy", "sad"))))
+    assert flat.classes == ("happy", "sad") and flat.train_root == flat.path and not flat.has_val
+    prepared = inspect_data_folder(str(make_dataset(tmp_path / "prep", 2, 1, size=16)))
+    assert prepared.train_root.name == "train" and prepared.has_val and len(prepared.classes) == 7
+
+
+def test_request_builds_the_training_command_line(tmp_path: Path) -> None:
+    request = TrainRequest(
+        data=tmp_path / "data", arch="jaramillo", out=tmp_path / "runs" / "r1", epochs=3,
+        classes=("happy", "sad"), batch_size=8, image_size=24, augment=False,
+        class_weights="balanced", limit_per_class=10, overwrite=True,
+    )
+    argv = request.argv()
+    assert argv[:9] == ["train", "--data", str(tmp_path / "data"), "--arch", "jaramillo",
+                        "--out", str(tmp_path / "runs" / "r1"), "--epochs", "3"]
+    for pair in (["--classes", "happy,sad"], ["--image-size", "24"], ["--limit", "10"],
+                 ["--class-weights", "balanced"], ["--batch-size", "8"]):
+        i = argv.index(pair[0])
+        assert argv[i : i + 2] == pair
+    assert "--no-augment" in argv and "--overwrite" in argv
+    assert "--overwrite" not in request.argv(overwrite=False)  # a resume continues
+    # The same command line is what the training CLI parses.
+    from training.__main__ import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert args.epochs == 3 and args.classes == ["happy", "sad"] and args.image_size == (24, 24)
+    with pytest.raises(JobError):
+        TrainRequest(data=tmp_path, arch="nope", out=tmp_path / "r", epochs=1)
+    with pytest.raises(JobError):
+        TrainRequest(data=tmp_path, arch="fernet", out=tmp_path / "r", epochs=0)
+
+
+def test_architectures_match_the_training_registry() -> None:
+    from training.architectures import REGISTRY
+
+    assert set(training_jobs.ARCHITECTURES) == set(REGISTRY)
+    for name, size in training_jobs.ARCHITECTURES.items():
+        assert REGISTRY[name].default_image_size == size
+
+
+def test_one_job_at_a_time_cancel_and_resume(fake_training, tmp_path: Path) -> None:
+    request = TrainRequest(data=tmp_path, arch="fernet", out=tmp_path / "runs" / "r1", epochs=2,
+                           overwrite=True)
+    job = training_jobs.start_job(request)
+    assert training_jobs.current_job() is job and job.state == "running"
+    with pytest.raises(JobBusy, match="already training"):
+        training_jobs.start_job(request)
+    _wait_until_logged(request.out / training_jobs.LOG_FILE, 1)
+    job.cancel(grace=2.0)
+    job.wait(timeout=30)
+    assert job.state == "cancelled" and not job.running
+
+    resumed = training_jobs.start_job(request, resume=True)
+    assert resumed is training_jobs.current_job() and resumed.resumed
+    assert "--overwrite" not in resumed.command
+    _wait_until_logged(request.out / training_jobs.LOG_FILE, 2)
+    resumed.cancel(grace=2.0)
+    resumed.wait(timeout=30)
+    log = log_tail(request.out / training_jobs.LOG_FILE)
+    assert log.count("args train") == 2  # both processes wrote to the run's log
+
+
+def test_a_failing_command_is_failed_with_its_log(fake_training, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(training_jobs, "TRAIN_COMMAND",
+                        [sys.executable, "-c", "import sys; print('error: bad data'); sys.exit(2)"])
+    job = training_jobs.start_job(TrainRequest(data=tmp_path, arch="fernet", out=tmp_path / "r", epochs=1))
+    assert job.wait(timeout=30) == 2
+    assert job.state == "failed"
+    assert "error: bad data" in job.log_tail()
+
+
+def test_progress_and_folder_state_from_the_run_files(tmp_path: Path) -> None:
+    from ferdash.rundir import write_run_info
+
+    out = tmp_path / "run"
+    assert run_folder_state(out) == "new"
+    assert read_progress(out, 5).done == 0
+    out.mkdir()
+    (out / "history.csv").write_text("epoch,loss,accuracy\n0,1.0,0.5\n1,0.8,0.6\n", encoding="utf-8")
+    progress = read_progress(out, 5)
+    assert (progress.done, progress.total, progress.fraction) == (2, 5, 0.4)
+    write_run_info(out, ["a", "b"], (24, 24), finished=None)
+    assert run_folder_state(out) == "unfinished"
+    write_run_info(out, ["a", "b"], (24, 24), finished="2026-01-01T00:00:00+00:00")
+    assert run_folder_state(out) == "finished"
+    (out / "history.csv").write_text("epoch,loss\n", encoding="utf-8")  # header only, mid-write
+    assert read_progress(out, 5).done == 0
