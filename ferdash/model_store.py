@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np

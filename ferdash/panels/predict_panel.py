@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import io
 import threading
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 import pandas as pd
-from htmltools import Tag, TagList
+from htmltools import Tag, TagChild, TagList
 from shiny import Inputs, Outputs, Session, module, reactive, render, req, ui
 
 from .. import plots, wording
@@ -54,7 +54,7 @@ _CSS = """
 
 
 @module.ui
-def panel_ui() -> Tag:
+def panel_ui() -> TagChild:
     return ui.layout_sidebar(
         ui.sidebar(
             ui.input_radio_buttons("mode", "Model", choices=MODES, selected=MODE_FER7),
@@ -278,7 +278,7 @@ def panel_server(
         )
 
     @render.download(filename="ferdash-predictions.csv", media_type="text/csv")
-    def download_csv():
+    def download_csv() -> Iterator[str]:
         yield csv_text(results_frame(image_results(), as_percent=False))
 
 
