@@ -41,12 +41,13 @@ def top_class_text(classes: Sequence[str], probs: Sequence[float]) -> str:
     return f"Top expression: {label} ({percent(probability)}%)"
 
 
-def faces_text(faces_found: int, tight_crop: bool) -> str:
-    """What the detector did, in one line."""
+def faces_text(faces_found: int, tight_crop: bool, classified: bool = True) -> str:
+    """What the detector did, in one line (``classified``: whether a model then ran)."""
+    verb = "classified" if classified else "used"
     if tight_crop:
-        return "Small image taken as a face crop: classified whole."
+        return f"Small image taken as a face crop: {verb} whole."
     if faces_found == 0:
-        return "No face found: the whole image was classified."
+        return f"No face found: the whole image was {verb}."
     if faces_found == 1:
         return "1 face found."
-    return f"{faces_found} faces found: the largest was classified."
+    return f"{faces_found} faces found: the largest was {verb}."

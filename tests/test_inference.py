@@ -116,6 +116,7 @@ def test_top_class_and_faces_text() -> None:
     assert wording.faces_text(0, False).startswith("No face found")
     assert wording.faces_text(3, False) == "3 faces found: the largest was classified."
     assert "face crop" in wording.faces_text(0, True)
+    assert wording.faces_text(0, False, classified=False) == "No face found: the whole image was used."
 
 
 def test_probability_bar_chart() -> None:

@@ -32,9 +32,10 @@ DEFAULT_RUN = {MODE_FER7: "fer7", MODE_HAPPY_SAD: "happy_sad"}
 
 TITLE = "Facial Expression Test"
 SUBTITLE = "Let's calculate image expression percentage for happy or sad."
-TRAIN_HINT = (
-    "Train one with python -m training train (see the README, section “Training”); "
-    "it appears here without restarting the app."
+TRAIN_HINT = TagList(
+    "Train one with ",
+    ui.code("python -m training train"),
+    " (see the README, section “Training”); it appears here without restarting the app.",
 )
 
 PREVIEW_MAX_SIDE = 360
@@ -396,7 +397,9 @@ def _result_card(
     details = f"{width} x {height} {prepared.format}"
     if prepared.multi_frame:
         details += ", first frame"
-    faces_line = wording.faces_text(prepared.faces_found, prepared.tight_crop)
+    faces_line = wording.faces_text(
+        prepared.faces_found, prepared.tight_crop, classified=result.probs is not None
+    )
     crop_caption = f"Model input {prepared.crop.shape[1]} x {prepared.crop.shape[0]}"
     if prepared.whole_image:
         crop_caption += " (whole image)"
