@@ -317,3 +317,29 @@ def test_class_weights_from_counts() -> None:
     soft = class_weights(counts, ["disgust", "happy"], "sqrt")
     assert soft[0] == pytest.approx(balanced[0] ** 0.5, rel=1e-3)
     assert class_weights(counts, ["disgust", "happy"], "none") is None
+
+
+@pytest.mark.slow
+def test_mixed_precision_keeps_a_float32_softmax(tmp_path: Path) -> None:
+    # What a GPU run does by default; forced on here so that CPU-only CI covers it.
+    import keras
+
+    from ferdash.predictor import compiled_predictor, load_keras_model
+    from training.train import run_training
+
+    data = make_dataset(tmp_path / "data", 6, 2, size=SIZE, classes=("happy", "sad"))
+    try:
+        run = run_training(
+            # 16x16: float16 maths is slow on a CPU.
+            _config(data, tmp_path / "run", epochs=1, mixed_precision="on", augment=False,
+                    image_size=(16, 16)),
+            log=lambda *_: None,
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert read_run_info(run).meta["mixed_precision"] is True
+    model = load_keras_model(run / "model.keras")
+    assert model.layers[-1].dtype_policy.compute_dtype == "float32"
+    probs = compiled_predictor(model, (16, 16))(np.zeros((2, 16, 16, 1), np.float32))
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-3)
