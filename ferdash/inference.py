@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import cv2
 import numpy as np
 
 from . import faces, imaging
@@ -20,12 +21,21 @@ from .model_store import LoadedRun
 #: Crop size shown when no model is installed (FER2013's).
 DEFAULT_INPUT_SIZE = (48, 48)
 
+#: Long side of the copy kept for display: results live in the session while shown, and
+#: a 2048-px working image per file would cost 4 MB each for a picture shown at 360 px.
+PREVIEW_KEEP_MAX_SIDE = 720
+
+#: Files beyond this in one upload are not processed (each gets a message), so one
+#: upload cannot hold the session for minutes.
+MAX_FILES_PER_UPLOAD = 100
+
 
 @dataclass(frozen=True)
 class Prepared:
     """An image decoded and cropped, ready for a model."""
 
-    grey: np.ndarray  # the (possibly reduced) greyscale image the box refers to
+    preview: np.ndarray  # uint8 greyscale copy for display, long side <= PREVIEW_KEEP_MAX_SIDE
+    preview_scale: float  # preview pixels per pixel of the image the box refers to
     original_size: tuple[int, int]  # (width, height) in the file
     format: str
     multi_frame: bool
@@ -74,8 +84,14 @@ def prepare_image(data: bytes, input_size: tuple[int, int]) -> Prepared:
     else:
         box = None
         crop = faces.whole_image_input(grey, input_size)
+    preview, preview_scale = grey, 1.0
+    if max(grey.shape) > PREVIEW_KEEP_MAX_SIDE:
+        preview_scale = PREVIEW_KEEP_MAX_SIDE / max(grey.shape)
+        size = (max(1, round(grey.shape[1] * preview_scale)), max(1, round(grey.shape[0] * preview_scale)))
+        preview = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
     return Prepared(
-        grey=grey,
+        preview=preview,
+        preview_scale=preview_scale,
         original_size=decoded.original_size,
         format=decoded.format,
         multi_frame=decoded.multi_frame,
@@ -109,7 +125,11 @@ def analyse(
     input_size = loaded.input_size if loaded else DEFAULT_INPUT_SIZE
     prepared: list[Prepared | None] = []
     errors: list[str | None] = []
-    for _name, source in files:
+    for index, (_name, source) in enumerate(files):
+        if index >= MAX_FILES_PER_UPLOAD:
+            prepared.append(None)
+            errors.append(f"Not processed: at most {MAX_FILES_PER_UPLOAD} files per upload.")
+            continue
         try:
             data = source if isinstance(source, bytes) else read_shiny_upload(source)
             prepared.append(prepare_image(data, input_size))

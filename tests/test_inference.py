@@ -143,3 +143,22 @@ def test_results_table_and_csv(loaded_runs, astronaut_png: bytes) -> None:
     assert frame.loc[0, list(FER2013_CLASSES)].sum() == pytest.approx(1.0, abs=1e-3)
     text = csv_text(frame)
     assert text.splitlines()[1].startswith("'=cmd")  # defused for spreadsheets
+
+
+def test_large_photo_keeps_a_small_preview_and_boxes_match(loaded_runs) -> None:
+    big = Image.fromarray(data.astronaut()).resize((1536, 1536))
+    result = inference.analyse_bytes(png(big), loaded_runs["fer7"])
+    prepared = result.prepared
+    assert max(prepared.preview.shape) == inference.PREVIEW_KEEP_MAX_SIDE
+    assert prepared.preview_scale == pytest.approx(720 / 1536)
+    box = prepared.box
+    assert box is not None  # in working-image pixels: three times the 512-px photo's
+    assert abs(box.x + box.w / 2 - 3 * 220) < 90 and abs(box.y + box.h / 2 - 3 * 115) < 90
+
+
+def test_too_many_files_in_one_upload(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inference, "MAX_FILES_PER_UPLOAD", 2)
+    small = png(Image.new("L", (20, 20), 100))
+    results = inference.analyse([(f"{i}.png", small) for i in range(3)], None)
+    assert [r.ok for r in results] == [True, True, False]
+    assert "at most 2 files" in results[2].error

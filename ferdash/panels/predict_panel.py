@@ -350,7 +350,7 @@ def csv_text(frame: pd.DataFrame) -> str:
 def _preview_with_box(result: ImageResult) -> np.ndarray:
     prepared = result.prepared
     assert prepared is not None
-    grey = prepared.grey
+    grey = prepared.preview
     height, width = grey.shape
     scale = min(1.0, PREVIEW_MAX_SIDE / max(height, width))
     if scale < 1.0:
@@ -368,6 +368,7 @@ def _preview_with_box(result: ImageResult) -> np.ndarray:
     rgb = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
     if prepared.box is not None:
         box = prepared.box
+        scale *= prepared.preview_scale  # the box is in working-image pixels
         thickness = max(2, round(max(rgb.shape[:2]) / 150))
         cv2.rectangle(
             rgb,
