@@ -117,11 +117,20 @@ def read_shiny_upload(upload: Mapping[str, Any], max_bytes: int = MAX_UPLOAD_BYT
     return imaging.read_upload(Path(str(datapath)), max_bytes)
 
 
+PrepareCache = dict[tuple[str, tuple[int, int]], tuple["Prepared | None", "str | None"]]
+
+
 def analyse(
     files: Sequence[tuple[str, bytes | Mapping[str, Any]]],
     loaded: LoadedRun | None,
+    cache: PrepareCache | None = None,
 ) -> list[ImageResult]:
-    """Results for ``(name, bytes-or-Shiny-upload)`` pairs, in order; never raises for bad files."""
+    """Results for ``(name, bytes-or-Shiny-upload)`` pairs, in order; never raises for bad files.
+
+    ``cache`` (a dict the caller keeps per upload) remembers the decoded, cropped images
+    of Shiny uploads by server path and input size, so choosing another model re-runs
+    only the model.
+    """
     input_size = loaded.input_size if loaded else DEFAULT_INPUT_SIZE
     prepared: list[Prepared | None] = []
     errors: list[str | None] = []
@@ -130,16 +139,25 @@ def analyse(
             prepared.append(None)
             errors.append(f"Not processed: at most {MAX_FILES_PER_UPLOAD} files per upload.")
             continue
+        key = None
+        if cache is not None and not isinstance(source, bytes) and source.get("datapath"):
+            key = (str(source["datapath"]), input_size)
+            if key in cache:
+                one, error = cache[key]
+                prepared.append(one)
+                errors.append(error)
+                continue
         try:
             data = source if isinstance(source, bytes) else read_shiny_upload(source)
-            prepared.append(prepare_image(data, input_size))
-            errors.append(None)
+            one, error = prepare_image(data, input_size), None
         except UploadError as exc:
-            prepared.append(None)
-            errors.append(str(exc))
+            one, error = None, str(exc)
         except Exception as exc:  # never let one odd file end the session
-            prepared.append(None)
-            errors.append(f"The file could not be processed ({type(exc).__name__}).")
+            one, error = None, f"The file could not be processed ({type(exc).__name__})."
+        prepared.append(one)
+        errors.append(error)
+        if key is not None:
+            cache[key] = (one, error)
 
     probs: list[np.ndarray | None] = [None] * len(files)
     model_error: str | None = None

@@ -162,3 +162,19 @@ def test_too_many_files_in_one_upload(monkeypatch: pytest.MonkeyPatch) -> None:
     results = inference.analyse([(f"{i}.png", small) for i in range(3)], None)
     assert [r.ok for r in results] == [True, True, False]
     assert "at most 2 files" in results[2].error
+
+
+def test_prepare_cache_skips_decoding_for_another_model(
+    loaded_runs, astronaut_png: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "0"
+    path.write_bytes(astronaut_png)
+    upload = {"name": "a.png", "size": len(astronaut_png), "datapath": str(path)}
+    cache: inference.PrepareCache = {}
+    first = inference.analyse([("a.png", upload)], loaded_runs["fer7"], cache)
+    calls = []
+    monkeypatch.setattr(inference, "prepare_image", lambda *a: calls.append(a))
+    second = inference.analyse([("a.png", upload)], loaded_runs["happy_sad"], cache)
+    assert calls == []  # same upload, same input size: decoded once
+    assert second[0].prepared is first[0].prepared
+    assert second[0].probs.shape == (2,)

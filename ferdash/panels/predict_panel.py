@@ -19,7 +19,7 @@ from shiny import Inputs, Outputs, Session, module, reactive, render, req, ui
 
 from .. import plots, wording
 from ..imaging import ACCEPT, MAX_PIXELS, MAX_UPLOAD_BYTES, png_data_uri
-from ..inference import ImageResult, analyse
+from ..inference import ImageResult, PrepareCache, analyse
 from ..model_store import LoadedRun, get_loaded_run
 from ..predictor import ModelLoadError
 from ..rundir import RunInfo, RunListing
@@ -169,13 +169,21 @@ def panel_server(
         except ModelLoadError as exc:
             return None, f"The model of run “{info.name}” cannot be used: {exc}"
 
+    # Decoded and cropped images of the current upload: switching model or mode re-runs
+    # only the model. Emptied on each new upload, so it holds one upload at most.
+    prepare_cache: PrepareCache = {}
+    cached_upload: list[object] = [None]
+
     @reactive.calc
     def image_results() -> list[ImageResult]:
         files = input.upload()
+        if files is not cached_upload[0]:
+            prepare_cache.clear()
+            cached_upload[0] = files
         if not files:
             return []
         model, _error = loaded()
-        return analyse([(str(f.get("name", "")), f) for f in files], model)
+        return analyse([(str(f.get("name", "")), f) for f in files], model, prepare_cache)
 
     @render.ui
     def status() -> TagList:
