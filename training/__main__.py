@@ -43,6 +43,14 @@ def _positive(text: str) -> int:
     return value
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    # Show "(default: X)" only where there is a default worth showing.
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from training.architectures import REGISTRY
 
@@ -67,37 +75,38 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="train an architecture on an image folder",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Train ARCH on DATA and write the run directory OUT (model.keras, run.json, "
-        "history.csv, evaluation.json on the validation data, backup/, logs/). DATA is either "
+        formatter_class=_Help,
+        description="Train NAME on DIR and write the run directory RUN (model.keras, run.json, "
+        "history.csv, evaluation.json on the validation data, backup/, logs/). DIR is either "
         "a prepared folder with train/ (and val/, used for validation if present) or a folder "
         "of class sub-folders. A run that was interrupted (even by kill -9) continues from "
         "its last finished epoch when the same command is run again.",
     )
-    t.add_argument("--data", required=True, help="image folder (DATA/train/<class>/... or DATA/<class>/...)")
-    t.add_argument("--arch", required=True, choices=sorted(REGISTRY), help=arch_help)
-    t.add_argument("--out", required=True, help="run directory, e.g. models/NAME")
-    t.add_argument("--classes", type=_classes, help="comma-separated class subset, e.g. happy,sad (default: all folders)")
-    t.add_argument("--epochs", type=_positive, default=30, help="epochs to train in total (a resumed run ends at this count)")
-    t.add_argument("--batch-size", type=_positive, default=64, help="per-device batch size (scaled by the GPU count)")
-    t.add_argument("--image-size", type=_image_size, help="input HxW or S; default: the architecture's (48, r_parity 244)")
+    t.add_argument("--data", required=True, metavar="DIR", help="image folder (DATA/train/<class>/... or DATA/<class>/...)")
+    t.add_argument("--arch", required=True, choices=sorted(REGISTRY), metavar="NAME",
+                   help=f"one of {', '.join(sorted(REGISTRY))}. {arch_help}")
+    t.add_argument("--out", required=True, metavar="RUN", help="run directory, e.g. models/NAME")
+    t.add_argument("--classes", type=_classes, metavar="A,B", help="comma-separated class subset, e.g. happy,sad (default: all folders)")
+    t.add_argument("--epochs", type=_positive, default=30, metavar="N", help="epochs to train in total (a resumed run ends at this count)")
+    t.add_argument("--batch-size", type=_positive, default=64, metavar="N", help="per-device batch size (scaled by the GPU count)")
+    t.add_argument("--image-size", type=_image_size, metavar="S|HxW", help="input HxW or S; default: the architecture's (48, r_parity 244)")
     aug = t.add_mutually_exclusive_group()
     aug.add_argument("--augment", dest="augment", action="store_true", default=None,
                      help="random flip/rotation/zoom/translation/contrast layers (default: on for fernet only)")
-    aug.add_argument("--no-augment", dest="augment", action="store_false")
+    aug.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation layers")
     t.add_argument("--class-weights", nargs="?", const="balanced", default="none",
                    choices=["none", "balanced", "sqrt"],
                    help="weight the loss by class counts; bare flag = balanced")
-    t.add_argument("--val-split", type=_fraction, default=0.1,
+    t.add_argument("--val-split", type=_fraction, default=0.1, metavar="F",
                    help="validation fraction of the training folder, used only when DATA has no val/")
-    t.add_argument("--seed", type=int, default=1234, help="seed of keras.utils.set_random_seed, shuffling and the split")
-    t.add_argument("--patience", type=_positive, default=10, help="EarlyStopping patience (epochs without better val_accuracy)")
-    t.add_argument("--lr-patience", type=_positive, default=4, help="ReduceLROnPlateau patience (epochs without lower val_loss; LR halves)")
+    t.add_argument("--seed", type=int, default=1234, metavar="N", help="seed of keras.utils.set_random_seed, shuffling and the split")
+    t.add_argument("--patience", type=_positive, default=10, metavar="N", help="EarlyStopping patience (epochs without better val_accuracy)")
+    t.add_argument("--lr-patience", type=_positive, default=4, metavar="N", help="ReduceLROnPlateau patience (epochs without lower val_loss; LR halves)")
     t.add_argument("--tta", choices=["none", "hflip"], default="none",
                    help="test-time augmentation recorded in run.json and used by evaluation and the app")
     t.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto",
                    help="mixed_float16; auto = on when a GPU is present")
-    t.add_argument("--limit", type=_positive, dest="limit_per_class",
+    t.add_argument("--limit", type=_positive, dest="limit_per_class", metavar="N",
                    help="use at most this many images per class (smoke runs)")
     t.add_argument("--overwrite", action="store_true", help="discard an existing run in OUT and start over")
     t.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras fit verbosity (1 = progress bar)")
