@@ -20,11 +20,11 @@ def happy_sad_winner(classes: Sequence[str], probs: Sequence[float]) -> tuple[st
 
 
 def happy_sad_sentence(classes: Sequence[str], probs: Sequence[float]) -> str:
-    """The original R app's sentence, e.g. "With an expression percentage of 74% the
-    image expression is more happy."."""
+    """The original R app's sentence, word for word, ellipsis included: "With an expression
+    percentage of 74% ... the image expression is more happy."."""
     label, probability = happy_sad_winner(classes, probs)
     return (
-        f"With an expression percentage of {percent(probability)}% "
+        f"With an expression percentage of {percent(probability)}% ... "
         f"the image expression is more {label}."
     )
 

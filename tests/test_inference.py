@@ -102,11 +102,11 @@ def test_shiny_upload_size_is_checked_before_reading(tmp_path: Path) -> None:
 def test_the_r_sentence_word_for_word() -> None:
     assert (
         wording.happy_sad_sentence(("happy", "sad"), [0.74, 0.26])
-        == "With an expression percentage of 74% the image expression is more happy."
+        == "With an expression percentage of 74% ... the image expression is more happy."
     )
     assert (
         wording.happy_sad_sentence(("sad", "happy"), [0.905, 0.095])
-        == "With an expression percentage of 91% the image expression is more sad."
+        == "With an expression percentage of 91% ... the image expression is more sad."
     )
 
 

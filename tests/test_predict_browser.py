@@ -56,7 +56,7 @@ def test_one_png_happy_vs_sad(page: Page, app: ShinyAppProc) -> None:
 
     card = page.locator("#predict-result_0")
     expect(card.locator(".expression-sentence")).to_have_text(
-        re.compile(r"^With an expression percentage of \d{1,3}% the image expression is more (happy|sad)\.$"),
+        re.compile(r"^With an expression percentage of \d{1,3}% \.\.\. the image expression is more (happy|sad)\.$"),
         timeout=RESULT_TIMEOUT,
     )
     expect(card.locator("img.upload-preview")).to_be_visible()
