@@ -72,6 +72,7 @@ def test_two_epochs_write_a_complete_run_directory(dataset: Path, tmp_path: Path
     for name in ("model.keras", "run.json", "history.csv", "evaluation.json"):
         assert (run / name).is_file(), name
     assert not (run / "backup").exists()  # BackupAndRestore cleans up after a finished fit.
+    assert not (run / "model.partial.keras").exists()  # the checkpoint's write-then-rename file
     assert _history_epochs(run) == [0, 1]
     history = read_history(run)
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(history.columns)

@@ -9,7 +9,10 @@ other pieces of a run's state live elsewhere and need help:
 - ``ModelCheckpoint`` forgets its best value on restart and would overwrite a better
   ``model.keras`` with the first resumed epoch: it is given the best value so far;
 - ``EarlyStopping`` / ``ReduceLROnPlateau`` forget their patience counters: the earlier
-  epochs' logs are replayed into them.
+  epochs' logs are replayed into them;
+- ``ModelCheckpoint`` writes ``model.keras`` in place: a kill (or the dashboard reading
+  a live run) can meet half a zip file, so the checkpoint is written beside it and
+  renamed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -146,3 +150,22 @@ def _is_number(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` whose file appears whole or not at all (write, then rename)."""
+
+    def __init__(self, filepath: str | Path, **kwargs: Any):
+        self.final_path = Path(filepath)
+        self.partial_path = partial_checkpoint(self.final_path)
+        super().__init__(str(self.partial_path), **kwargs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if self.partial_path.exists():
+            os.replace(self.partial_path, self.final_path)
+
+
+def partial_checkpoint(path: Path) -> Path:
+    # Keras insists on a ".keras" suffix.
+    return path.with_name(path.stem + ".partial.keras")

@@ -85,7 +85,7 @@ def check_free_space(out: Path, params: int) -> None:
 
 
 def _clear_run(out: Path) -> None:
-    for name in (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE):
+    for name in (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE, "model.partial.keras"):
         (out / name).unlink(missing_ok=True)
     for name in (BACKUP_DIR, LOGS_DIR):
         shutil.rmtree(out / name, ignore_errors=True)
@@ -199,7 +199,7 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         # Before CSVLogger, so that the learning_rate it adds to the logs is in history.csv.
         reduce_lr,
         early_stop,
-        keras.callbacks.ModelCheckpoint(
+        resume.AtomicModelCheckpoint(
             out / MODEL_FILE,
             monitor="val_accuracy",
             mode="max",
@@ -329,3 +329,4 @@ def _finalize_model(out: Path, model: Any) -> None:
     tmp = out / "model.tmp.keras"
     best.save(tmp)
     tmp.replace(path)
+    (out / "model.partial.keras").unlink(missing_ok=True)  # left by a kill mid-checkpoint
