@@ -94,8 +94,10 @@ def panel_ui() -> ui.TagChild:
         ),
         ui.output_ui("message"),
         ui.output_ui("job_status"),
-        ui.output_plot("curves", height="340px"),
+        ui.output_plot("curves", height="360px", fill=False),
         ui.output_ui("log"),
+        # Not fillable: the plot keeps its height instead of stretching to the window.
+        fillable=False,
     )
 
 
