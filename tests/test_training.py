@@ -344,3 +344,26 @@ def test_mixed_precision_keeps_a_float32_softmax(tmp_path: Path) -> None:
     probs = compiled_predictor(model, (16, 16))(np.zeros((2, 16, 16, 1), np.float32))
     assert probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_backup_that_does_not_load_starts_the_run_over(tmp_path: Path) -> None:
+    import h5py
+
+    from ferdash.rundir import write_run_info
+    from training.train import run_training
+
+    data = make_dataset(tmp_path / "data", 6, 2, size=SIZE, classes=("happy", "sad"))
+    out = tmp_path / "run"
+    write_run_info(out, ["happy", "sad"], [SIZE, SIZE], architecture="fernet", batch_size=16,
+                   augment=True, seed=1234, finished=None)
+    (out / "history.csv").write_text("epoch,accuracy\n0,0.5\n")
+    (out / "backup").mkdir()
+    with h5py.File(out / "backup" / "latest.weights.h5", "w") as f:
+        f["not_the_model"] = np.zeros(3)  # opens as HDF5, yet is no backup of this model
+    (out / "backup" / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    logs: list[str] = []
+    run_training(_config(data, out, augment=True), log=logs.append)
+    assert any("starting the run over" in line for line in logs)
+    assert _history_epochs(out) == [0, 1]
+    assert read_run_info(out).meta["epochs_completed"] == 2

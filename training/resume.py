@@ -23,7 +23,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import keras
 
@@ -41,12 +41,16 @@ def _readable_h5(path: Path) -> bool:
         return False
 
 
-def restorable_epoch(backup_dir: Path) -> int | None:
+def restorable_epoch(
+    backup_dir: Path, can_load: Callable[[Path], bool] = _readable_h5
+) -> int | None:
     """The epoch a ``BackupAndRestore`` backup will resume at, or None for a fresh start.
 
     A kill during the backup write can leave a truncated weights file or metadata; we
     fall back to the previous copy (``double_checkpoint=True`` keeps one) and drop the
     backup altogether when neither is usable, instead of failing on restart.
+    ``can_load`` decides whether a weights file is usable (training passes one that
+    loads it into the model: a cut file may still open as HDF5).
     """
     weights, meta = backup_dir / WEIGHTS_FILE, backup_dir / METADATA_FILE
     prev_weights, prev_meta = Path(f"{weights}.bkp"), Path(f"{meta}.bkp")
@@ -57,9 +61,9 @@ def restorable_epoch(backup_dir: Path) -> int | None:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    if weights.exists() and _readable_h5(weights) and epoch_of(meta) is not None:
+    if weights.exists() and epoch_of(meta) is not None and can_load(weights):
         return epoch_of(meta)
-    if prev_weights.exists() and _readable_h5(prev_weights) and epoch_of(prev_meta) is not None:
+    if prev_weights.exists() and epoch_of(prev_meta) is not None and can_load(prev_weights):
         shutil.copyfile(prev_weights, weights)
         shutil.copyfile(prev_meta, meta)
         return epoch_of(meta)

@@ -124,8 +124,8 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
     backup_dir = out / BACKUP_DIR
     if cfg.overwrite:
         _clear_run(out)
-    initial_epoch = resume.restorable_epoch(backup_dir) if backup_dir.exists() else None
-    if initial_epoch is None and (out / RUN_FILE).is_file():
+    has_backup = backup_dir.exists()
+    if not has_backup and (out / RUN_FILE).is_file():
         try:
             finished = read_run_info(out).meta.get("finished")
         except Exception:
@@ -133,9 +133,8 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         if finished:
             log(f"{out} already holds a finished run ({finished}); pass --overwrite to retrain")
             return out
-        _clear_run(out)  # Killed before its first epoch ended: start clean.
-    elif initial_epoch is None:
-        _clear_run(out)
+    if not has_backup:
+        _clear_run(out)  # Nothing to resume (e.g. killed during its first epoch): start clean.
 
     import keras
     import tensorflow as tf
@@ -167,13 +166,21 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         "batch_size": cfg.batch_size,
         "seed": cfg.seed,
     }
-    if initial_epoch is not None:
-        _check_same_run(out, identity)
+    if has_backup:
+        _check_same_run(out, identity)  # Before anything of the old run is touched.
 
     with device.strategy.scope():
         model = compile_model(
             build_model(cfg.arch, size, len(data.classes), augment=augment, seed=cfg.seed), cfg.arch
         )
+        initial_epoch = (
+            resume.restorable_epoch(backup_dir, can_load=lambda p: _weights_load(model, p))
+            if has_backup
+            else None
+        )
+    if has_backup and initial_epoch is None:
+        log(f"the backup in {backup_dir} cannot be loaded: starting the run over")
+        _clear_run(out)
     params = int(model.count_params())
     check_free_space(out, params)
 
@@ -296,6 +303,23 @@ def _tensorboard(log_dir: Path, log=print) -> list[Any]:
         log("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
         return []
     return [keras.callbacks.TensorBoard(log_dir=str(log_dir))]
+
+
+def _weights_load(model: Any, path: Path) -> bool:
+    """Whether a backup loads into ``model`` (a file cut by a kill may still open as HDF5)."""
+    import warnings
+
+    try:
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        # Keras only *warns* when parts of the file are missing and leaves those layers
+        # freshly initialised: for a backup that is a failed load.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            model.load_weights(path)
+        return True
+    except Exception:  # Truncated or mismatched files raise many types; all mean "no".
+        return False
 
 
 def _loads(path: Path) -> bool:
