@@ -367,3 +367,30 @@ def test_a_backup_that_does_not_load_starts_the_run_over(tmp_path: Path) -> None
     assert any("starting the run over" in line for line in logs)
     assert _history_epochs(out) == [0, 1]
     assert read_run_info(out).meta["epochs_completed"] == 2
+
+
+def test_replay_restores_patience_counters_but_not_the_learning_rate() -> None:
+    import keras
+
+    from training.resume import ReplayMonitors
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.25), loss="mse")
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=3, factor=0.5)
+    early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=10)
+    for cb in (reduce_lr, early):
+        cb.set_model(model)
+        cb.on_train_begin()
+    # val_loss best at epoch 0, then four worse epochs: one LR reduction at epoch 3
+    # (already applied to the restored optimizer), then one epoch of waiting.
+    rows = [
+        {"epoch": str(e), "val_loss": str(v), "val_accuracy": str(a)}
+        for e, (v, a) in enumerate([(1.0, 0.5), (1.1, 0.6), (1.2, 0.55), (1.3, 0.58), (1.4, 0.57)])
+    ]
+    replay = ReplayMonitors(rows, [reduce_lr, early])
+    replay.set_model(model)
+    replay.on_epoch_begin(5)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.25)
+    assert reduce_lr.best == pytest.approx(1.0) and reduce_lr.wait == 1
+    assert early.best == pytest.approx(0.6) and early.wait == 3
+    assert not model.stop_training
