@@ -128,6 +128,11 @@ def test_two_epoch_run_cancel_resume_finish(page: Page, app: ShinyAppProc) -> No
     assert info.classes == CLASSES and info.input_size == (24, 24)
     assert "resuming" in (run / "train.log").read_text(encoding="utf-8")
 
+    # Starting it again would silently do nothing: the panel says why instead.
+    page.locator("#train-start").click()
+    expect(page.locator("#train-notice")).to_contain_text("A finished run “panel_run” already exists")
+    expect(state).to_have_attribute("data-state", "finished")
+
     # The finished run is offered by the other tabs without a restart.
     page.get_by_role("tab", name="Inspect").click()
     expect(page.locator("#inspect-selector-run option", has_text="panel_run")).to_have_count(
