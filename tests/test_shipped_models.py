@@ -1,0 +1,85 @@
+"""Every run folder that ships under models/ honours the contract and works in the app's path."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ferdash.config import DEFAULT_MODELS_DIR
+from ferdash.inference import analyse_bytes
+from ferdash.model_store import get_loaded_run
+from ferdash.rundir import (
+    FER2013_CLASSES,
+    discover_runs,
+    read_evaluation,
+    read_history,
+    read_run_info,
+)
+
+SHIPPED = sorted(p for p in DEFAULT_MODELS_DIR.iterdir() if (p / "run.json").is_file())
+
+#: What each shipped run must be: the app's defaults, and the R app's own network.
+EXPECTED_CLASSES = {
+    "fer7": FER2013_CLASSES,
+    "happy_sad": ("happy", "sad"),
+    "r_parity": ("happy", "sad"),
+}
+
+MAX_MODEL_BYTES = 25 * 1024 * 1024
+
+
+def test_models_folder_ships_runs() -> None:
+    assert SHIPPED, "models/ holds no run"
+    assert all(listing.ok and not listing.problems for listing in discover_runs(DEFAULT_MODELS_DIR))
+
+
+@pytest.mark.parametrize("run_dir", SHIPPED, ids=lambda p: p.name)
+def test_shipped_run_is_complete(run_dir: Path) -> None:
+    info = read_run_info(run_dir)
+    if run_dir.name in EXPECTED_CLASSES:
+        assert info.classes == EXPECTED_CLASSES[run_dir.name]
+    assert info.input_size == (48, 48)
+    assert info.model_path.stat().st_size < MAX_MODEL_BYTES
+    # Provenance a reader needs to trust the figures.
+    for key in ("architecture", "data", "epochs", "seed", "command"):
+        assert key in info.meta, key
+    history = read_history(run_dir)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
+    assert list(history["epoch"]) == list(range(len(history)))
+    evaluation = read_evaluation(run_dir)
+    assert evaluation.classes == info.classes
+    assert evaluation.split == "val"  # FER2013 PublicTest
+    assert evaluation.confusion_matrix.sum() == evaluation.image_count
+    diagonal = np.trace(evaluation.confusion_matrix) / evaluation.image_count
+    assert evaluation.accuracy == pytest.approx(diagonal)
+    # No machine-specific path: the gallery finds ../shared beside any checkout.
+    assert evaluation.data_dir is not None and not Path(evaluation.data_dir).is_absolute()
+    assert json.loads((run_dir / "run.json").read_text())["data"].startswith("../shared/")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run_dir", SHIPPED, ids=lambda p: p.name)
+def test_shipped_model_classifies_generated_images(run_dir: Path) -> None:
+    info = read_run_info(run_dir)
+    loaded = get_loaded_run(info)
+    rng = np.random.default_rng(0)
+    # A tight 48x48 "face", a larger greyscale noise image and an RGB image: all three
+    # paths (whole crop, no face found, colour conversion) reach the model.
+    images = [
+        rng.integers(0, 256, (48, 48), dtype=np.uint8),
+        rng.integers(0, 256, (240, 320), dtype=np.uint8),
+        rng.integers(0, 256, (200, 200, 3), dtype=np.uint8),
+    ]
+    for i, pixels in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG")
+        result = analyse_bytes(buf.getvalue(), loaded, name=f"generated-{i}.png")
+        assert result.ok and result.model_error is None, (result.error, result.model_error)
+        probs = np.asarray(result.probs)
+        assert probs.shape == (len(info.classes),)
+        assert np.all(probs >= 0) and probs.sum() == pytest.approx(1.0, abs=1e-4)
