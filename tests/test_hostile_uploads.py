@@ -189,3 +189,18 @@ def test_uploading_the_whole_corpus_at_once(page: Page, app: ShinyAppProc) -> No
     expect(page.locator("#predict-result_0 .card-header")).to_have_text("after.jpg", timeout=RESULT_TIMEOUT)
     expect(page.locator("#predict-result_0 .top-class")).to_be_visible()
     expect(cards).to_have_count(1)
+
+
+def test_uploads_analysed_in_parallel_threads_match_one_at_a_time(fer7: model_store.LoadedRun) -> None:
+    # The Predict panel analyses each session's upload in a worker thread: sessions run
+    # detection (one cascade per thread) and the traced model side by side.
+    from concurrent.futures import ThreadPoolExecutor
+
+    readable = [c for c in CORPUS if c.error is None]
+    expected = [inference.analyse_bytes(c.content, fer7, name=c.name) for c in readable]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        rounds = list(pool.map(lambda _: inference.analyse([(c.name, c.content) for c in readable], fer7), range(4)))
+    for results in rounds:
+        for want, got in zip(expected, results):
+            assert got.prepared.box == want.prepared.box and got.prepared.faces_found == want.prepared.faces_found
+            np.testing.assert_allclose(got.probs, want.probs, rtol=1e-5, atol=1e-6)
