@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import threading
 import zipfile
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -29,6 +29,11 @@ class LoadedRun:
     info: RunInfo
     predict: Callable[[np.ndarray], np.ndarray]
     tta: str | None
+    #: The Keras model itself: Grad-CAM (ferdash.saliency) needs its layers.
+    model: Any = field(default=None, compare=False, repr=False)
+    #: Companions of the model built on first use and shared with it (the Grad-CAM
+    #: sub-model), so they are dropped with it when the file changes.
+    extras: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -139,4 +144,4 @@ def _load(info: RunInfo) -> LoadedRun:
         predict(np.zeros((1, height, width, 1), dtype=np.float32))
     except Exception as exc:
         raise ModelLoadError(f"model of {info.name} fails on a test input: {exc}") from exc
-    return LoadedRun(info=info, predict=predict, tta=tta)
+    return LoadedRun(info=info, predict=predict, tta=tta, model=model)

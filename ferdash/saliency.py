@@ -188,3 +188,15 @@ def overlay(crop: np.ndarray, cam: np.ndarray, alpha: float = 0.45, cmap: str = 
     weight = alpha * np.clip(cam, 0.0, 1.0)[..., None] ** 0.5
     blend = grey * (1 - weight) + colours * weight
     return np.clip(np.round(blend * 255), 0, 255).astype(np.uint8)
+
+
+def run_saliency(
+    loaded: Any, crops: np.ndarray, class_indices: np.ndarray | list[int] | None = None
+) -> np.ndarray:
+    """Grad-CAM maps of a loaded run (``ferdash.model_store.LoadedRun``) for its crops.
+
+    The sub-model is built on the first call for that run and kept with it.
+    """
+    if getattr(loaded, "model", None) is None:
+        raise SaliencyError("this run's model is not available for Grad-CAM")
+    return gradcam_for(loaded, loaded.model)(crops, class_indices)

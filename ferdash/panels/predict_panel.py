@@ -18,13 +18,14 @@ import pandas as pd
 from htmltools import Tag, TagChild, TagList
 from shiny import Inputs, Outputs, Session, module, reactive, render, req, ui
 
-from .. import wording
+from .. import saliency, wording
 from ..imaging import ACCEPT, MAX_PIXELS, MAX_UPLOAD_BYTES, png_data_uri
 from ..inference import ImageResult, PrepareCache, analyse
 from ..model_store import LoadedRun, get_loaded_run
 from ..predictor import ModelLoadError
 from ..rundir import RunInfo, RunListing
 from ..svgchart import probability_bars_data_uri
+from ..webcam import WebcamError, decode_snapshot, snapshot_button
 
 MODE_FER7 = "fer7"
 MODE_HAPPY_SAD = "happy_sad"
@@ -53,6 +54,7 @@ _CSS = """
 .predict-result img.prob-chart { max-width: 100%; height: auto; }
 .predict-result .expression-sentence { font-size: 1.15rem; font-weight: 500; margin: .5rem 0 0; }
 .predict-result .top-class { font-size: 1.15rem; font-weight: 500; margin: .5rem 0 0; }
+.predict-result .crop-column { display: flex; flex-direction: column; gap: .5rem; align-items: center; }
 """
 
 
@@ -78,6 +80,9 @@ def panel_ui() -> TagChild:
                 f"{MAX_PIXELS // 1_000_000} megapixels per file.",
                 class_="small text-body-secondary",
             ),
+            # One frame from the browser's camera, then the same path as an upload.
+            snapshot_button("webcam"),
+            ui.input_switch("saliency", "Show where the model looked (Grad-CAM)", value=False),
             width=320,
             open="always",
         ),
@@ -176,34 +181,63 @@ def panel_server(
     # a calc, even an async one, would hold every other session's clicks and uploads.
     @reactive.extended_task
     async def analysis_task(
-        files: list[dict], info: RunInfo | None, cache: PrepareCache
+        files: list[dict], info: RunInfo | None, cache: PrepareCache, with_saliency: bool = False
     ) -> _Analysis:
-        return await asyncio.to_thread(_analyse_upload, files, info, cache)
+        return await asyncio.to_thread(_analyse_upload, files, info, cache, with_saliency)
+
+    # A webcam snapshot replaces the last upload's results, and an upload the last
+    # snapshot's: whichever came last is analysed, by the same task.
+    snapshot: reactive.Value[list[dict] | None] = reactive.value(None)
+    camera_error: reactive.Value[str | None] = reactive.value(None)
+
+    @reactive.effect
+    @reactive.event(input.upload)
+    def _upload_replaces_snapshot() -> None:
+        snapshot.set(None)
+        camera_error.set(None)
+
+    @reactive.effect
+    @reactive.event(input.webcam)
+    def _take_snapshot() -> None:
+        try:
+            name, data = decode_snapshot(input.webcam())
+        except WebcamError as exc:
+            camera_error.set(str(exc))
+            return
+        camera_error.set(None)
+        snapshot.set([{"name": name, "data": data}])
+
+    def current_files() -> list[dict] | None:
+        shot = snapshot()
+        return shot if shot is not None else input.upload()
 
     # Decoded and cropped images of the current upload: switching model or mode re-runs
     # only the model. A new dict per upload, so it holds one upload at most; tasks of one
     # session run one after another, so it is never used by two threads at once.
     prepare_cache: list[PrepareCache] = [{}]
-    requested: list[tuple[object, RunInfo | None]] = [(None, None)]
+    requested: list[tuple[object, RunInfo | None, bool]] = [(None, None, False)]
 
     @reactive.effect
     def _start_analysis() -> None:
-        files = input.upload()
+        files = current_files()
         info = selected_run()
+        # Grad-CAM maps are computed only while the switch is on; switching it off
+        # just hides the maps already made.
+        with_saliency = bool(input.saliency())
         if not files:
             return
-        last_files, last_info = requested[0]
-        if files is last_files and info == last_info:
+        last_files, last_info, last_saliency = requested[0]
+        if files is last_files and info == last_info and (last_saliency or not with_saliency):
             return
         if files is not last_files:
             prepare_cache[0] = {}
-        requested[0] = (files, info)
-        analysis_task.invoke(files, info, prepare_cache[0])
+        requested[0] = (files, info, with_saliency)
+        analysis_task.invoke(files, info, prepare_cache[0], with_saliency)
 
     @reactive.calc
     def analysis() -> _Analysis | None:
         """The current upload's analysis; shows "in progress" while it is computed."""
-        files = input.upload()
+        files = current_files()
         if not files:
             return None
         done = analysis_task.result()
@@ -253,7 +287,16 @@ def panel_server(
                     id=session.ns("broken_runs"),
                 )
             )
-        if input.upload():
+        if camera_error() is not None:
+            items.append(
+                ui.div(
+                    camera_error(),
+                    class_="alert alert-warning",
+                    id=session.ns("camera_error"),
+                    role="alert",
+                )
+            )
+        if current_files():
             done = analysis()
             error = done.model_error if done is not None else None
             if error:
@@ -278,6 +321,8 @@ def panel_server(
 
     @render.ui
     def results() -> TagList:
+        maps = analysis().saliency if analysis() is not None else None
+        done_maps = maps if input.saliency() else None
         happy_sad = input.mode() == MODE_HAPPY_SAD
         if not usable_runs():
             why = "no trained model is installed."
@@ -287,7 +332,9 @@ def panel_server(
             why = "no run is selected."
         return TagList(
             *[
-                _result_card(session.ns(f"result_{i}"), result, happy_sad, why)
+                _result_card(
+                    session.ns(f"result_{i}"), result, happy_sad, why, *_saliency_of(done_maps, i)
+                )
                 for i, result in enumerate(image_results())
             ]
         )
@@ -332,9 +379,14 @@ class _Analysis:
     info: RunInfo | None
     results: list[ImageResult]
     model_error: str | None
+    #: Grad-CAM overlays (PNG data URIs) per result, or why there are none; None when
+    #: they were not asked for.
+    saliency: list[str | None] | str | None = None
 
 
-def _analyse_upload(files: list[dict], info: RunInfo | None, cache: PrepareCache) -> _Analysis:
+def _analyse_upload(
+    files: list[dict], info: RunInfo | None, cache: PrepareCache, with_saliency: bool = False
+) -> _Analysis:
     # Runs in a worker thread: the model store's locks make loading safe, and the traced
     # predictor may be called from several threads.
     model: LoadedRun | None = None
@@ -344,8 +396,43 @@ def _analyse_upload(files: list[dict], info: RunInfo | None, cache: PrepareCache
             model = get_loaded_run(info)
         except ModelLoadError as exc:
             error = f"The model of run “{info.name}” cannot be used: {exc}"
-    results = analyse([(str(f.get("name", "")), f) for f in files], model, cache)
-    return _Analysis(files=files, info=info, results=results, model_error=error)
+        except Exception as exc:  # e.g. TensorFlow failing to import: still show the images
+            error = f"The model of run “{info.name}” cannot be used ({type(exc).__name__}: {exc})"
+    # A webcam snapshot arrives as bytes ("data"); an upload as Shiny's file entry.
+    sources = [
+        (str(f.get("name", "")), f["data"] if isinstance(f.get("data"), bytes) else f)
+        for f in files
+    ]
+    results = analyse(sources, model, cache)
+    maps = _saliency_overlays(results, model) if with_saliency and model is not None else None
+    return _Analysis(files=files, info=info, results=results, model_error=error, saliency=maps)
+
+
+def _saliency_overlays(results: list[ImageResult], model: LoadedRun) -> list[str | None] | str:
+    """A Grad-CAM overlay per classified face (None for the others), or why there is none."""
+    shown = [i for i, r in enumerate(results) if r.ok and r.probs is not None]
+    uris: list[str | None] = [None] * len(results)
+    if not shown:
+        return uris
+    crops = np.stack([results[i].prepared.crop for i in shown])
+    # The class the card names: the argmax of the probabilities shown (TTA included).
+    chosen = [int(np.argmax(results[i].probs)) for i in shown]
+    try:
+        maps = saliency.run_saliency(model, crops, chosen)
+    except saliency.SaliencyError as exc:
+        return f"No Grad-CAM map: {exc}"
+    for j, i in enumerate(shown):
+        uris[i] = png_data_uri(saliency.overlay(results[i].prepared.crop, maps[j]))
+    return uris
+
+
+def _saliency_of(maps: list[str | None] | str | None, index: int) -> tuple[str | None, str | None]:
+    """(overlay URI, note) for the card at ``index``."""
+    if maps is None:
+        return None, None
+    if isinstance(maps, str):
+        return None, maps
+    return (maps[index] if index < len(maps) else None), None
 
 
 def _load_quietly(info: RunInfo) -> None:
@@ -446,7 +533,12 @@ def _preview_with_box(result: ImageResult) -> np.ndarray:
 
 
 def _result_card(
-    card_id: str, result: ImageResult, happy_sad: bool, unclassified_reason: str = ""
+    card_id: str,
+    result: ImageResult,
+    happy_sad: bool,
+    unclassified_reason: str = "",
+    saliency_uri: str | None = None,
+    saliency_note: str | None = None,
 ) -> Tag:
     # The file name is only ever display text; htmltools escapes it.
     header = ui.card_header(result.name or "(unnamed file)")
@@ -484,6 +576,17 @@ def _result_card(
             ui.tags.figcaption(crop_caption, class_="crop-caption"),
         ),
     ]
+    if result.probs is not None and (saliency_uri or saliency_note):
+        cam: Tag = (
+            ui.tags.figure(
+                ui.img(src=saliency_uri, alt="Grad-CAM heatmap over the face crop",
+                       class_="face-crop saliency-map"),
+                ui.tags.figcaption("Grad-CAM: warm = evidence for the answer"),
+            )
+            if saliency_uri
+            else ui.div(saliency_note, class_="small text-body-secondary saliency-note")
+        )
+        body[1] = ui.div(body[1], cam, class_="crop-column")
     answer: list[Tag] = []
     if result.probs is not None:
         body.append(
