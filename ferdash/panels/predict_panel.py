@@ -7,6 +7,7 @@ seven expressions, face detection in real photos and a CSV of the results.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import threading
 from dataclasses import dataclass
@@ -18,13 +19,12 @@ import pandas as pd
 from htmltools import Tag, TagChild, TagList
 from shiny import Inputs, Outputs, Session, module, reactive, render, req, ui
 
-from .. import saliency, wording
+from .. import plots, saliency, wording
 from ..imaging import ACCEPT, MAX_PIXELS, MAX_UPLOAD_BYTES, png_data_uri
 from ..inference import ImageResult, PrepareCache, analyse
 from ..model_store import LoadedRun, get_loaded_run
 from ..predictor import ModelLoadError
 from ..rundir import RunInfo, RunListing
-from ..svgchart import probability_bars_data_uri
 from ..webcam import WebcamError, decode_snapshot, snapshot_button
 
 MODE_FER7 = "fer7"
@@ -236,14 +236,32 @@ def panel_server(
 
     @reactive.calc
     def analysis() -> _Analysis | None:
-        """The current upload's analysis; shows "in progress" while it is computed."""
+        """The current upload's finished analysis, or None while it is being computed.
+
+        Reads the task's status instead of ``analysis_task.result()``: the latter parks
+        every dependent output in Shiny's "persistent progress" state, which the client
+        then rejects ("unexpected state of: 'persistent'") when the value arrives.
+        """
         files = current_files()
         if not files:
             return None
-        done = analysis_task.result()
+        state = analysis_task.status()
+        if state == "error":
+            # _analyse_upload turns file and model failures into messages; anything that
+            # still escapes is shown, never raised into the session.
+            exc = analysis_task.error.get()
+            return _Analysis(
+                files=files,
+                info=selected_run(),
+                results=[],
+                model_error=f"The analysis failed ({type(exc).__name__}: {exc}). Try again.",
+            )
+        if state != "success":
+            return None
+        done = analysis_task.value.get()
         if done.files is not files or done.info != selected_run():
-            # An earlier request finished while a newer one waits: do not show stale cards.
-            req(False, cancel_output="progress")
+            # An earlier request finished while a newer one waits: no stale cards.
+            return None
         return done
 
     @reactive.calc
@@ -298,6 +316,16 @@ def panel_server(
             )
         if current_files():
             done = analysis()
+            if done is None:
+                n = len(current_files())
+                items.append(
+                    ui.div(
+                        ui.span(class_="spinner-border spinner-border-sm me-2", role="status"),
+                        f"Analysing {n} image{'s' if n != 1 else ''}…",
+                        class_="text-body-secondary mb-3",
+                        id=session.ns("working"),
+                    )
+                )
             error = done.model_error if done is not None else None
             if error:
                 items.append(
@@ -321,7 +349,9 @@ def panel_server(
 
     @render.ui
     def results() -> TagList:
-        maps = analysis().saliency if analysis() is not None else None
+        finished = analysis()
+        maps = finished.saliency if finished is not None else None
+        charts = finished.charts if finished is not None else ()
         done_maps = maps if input.saliency() else None
         happy_sad = input.mode() == MODE_HAPPY_SAD
         if not usable_runs():
@@ -333,7 +363,12 @@ def panel_server(
         return TagList(
             *[
                 _result_card(
-                    session.ns(f"result_{i}"), result, happy_sad, why, *_saliency_of(done_maps, i)
+                    session.ns(f"result_{i}"),
+                    result,
+                    happy_sad,
+                    why,
+                    *_saliency_of(done_maps, i),
+                    chart_uri=charts[i] if i < len(charts) else None,
                 )
                 for i, result in enumerate(image_results())
             ]
@@ -382,6 +417,8 @@ class _Analysis:
     #: Grad-CAM overlays (PNG data URIs) per result, or why there are none; None when
     #: they were not asked for.
     saliency: list[str | None] | str | None = None
+    #: The probability chart (PNG data URI) per result; None where no model ran.
+    charts: tuple[str | None, ...] = ()
 
 
 def _analyse_upload(
@@ -405,7 +442,20 @@ def _analyse_upload(
     ]
     results = analyse(sources, model, cache)
     maps = _saliency_overlays(results, model) if with_saliency and model is not None else None
-    return _Analysis(files=files, info=info, results=results, model_error=error, saliency=maps)
+    charts = tuple(_probability_chart(r) for r in results)
+    return _Analysis(
+        files=files, info=info, results=results, model_error=error, saliency=maps, charts=charts
+    )
+
+
+def _probability_chart(result: ImageResult) -> str | None:
+    # Drawn here, in the worker, because a Matplotlib figure costs tens of milliseconds:
+    # on the event loop that would stall every session's outputs.
+    if result.probs is None:
+        return None
+    fig = plots.probability_bar_chart(result.classes, result.probs)
+    data = base64.b64encode(plots.figure_png_bytes(fig)).decode("ascii")
+    return f"data:image/png;base64,{data}"
 
 
 def _saliency_overlays(results: list[ImageResult], model: LoadedRun) -> list[str | None] | str:
@@ -539,6 +589,7 @@ def _result_card(
     unclassified_reason: str = "",
     saliency_uri: str | None = None,
     saliency_note: str | None = None,
+    chart_uri: str | None = None,
 ) -> Tag:
     # The file name is only ever display text; htmltools escapes it.
     header = ui.card_header(result.name or "(unnamed file)")
@@ -589,16 +640,12 @@ def _result_card(
         body[1] = ui.div(body[1], cam, class_="crop-column")
     answer: list[Tag] = []
     if result.probs is not None:
-        body.append(
-            ui.tags.figure(
-                ui.img(
-                    # SVG text, not Matplotlib: ~0.1 ms instead of ~200 ms per card.
-                    src=probability_bars_data_uri(result.classes, result.probs),
-                    alt="bar chart of class probabilities",
-                    class_="prob-chart",
-                ),
+        if chart_uri:
+            body.append(
+                ui.tags.figure(
+                    ui.img(src=chart_uri, alt="bar chart of class probabilities", class_="prob-chart")
+                )
             )
-        )
         if happy_sad and {"happy", "sad"} <= set(result.classes):
             answer.append(
                 ui.p(
