@@ -7,6 +7,8 @@ is called once for all faces of an upload (one batch), not once per image.
 
 from __future__ import annotations
 
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -114,7 +116,18 @@ def read_shiny_upload(upload: Mapping[str, Any], max_bytes: int = MAX_UPLOAD_BYT
     datapath = upload.get("datapath")
     if not datapath:
         raise UploadError("The upload did not reach the server.")
-    return imaging.read_upload(Path(str(datapath)), max_bytes)
+    # A browser can set any input over the websocket, this one's datapath included: open
+    # only a regular file in the temporary folder where Shiny stores uploads, never an
+    # arbitrary server path (or a device that blocks a worker thread for good).
+    path = Path(str(datapath)).resolve()
+    upload_root = Path(tempfile.gettempdir()).resolve()
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        regular = False
+    if not regular or not path.is_relative_to(upload_root):
+        raise UploadError("The upload did not reach the server.")
+    return imaging.read_upload(path, max_bytes)
 
 
 PrepareCache = dict[tuple[str, tuple[int, int]], tuple["Prepared | None", "str | None"]]

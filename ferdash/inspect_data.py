@@ -11,8 +11,6 @@ No Shiny import: the panels call these functions, and tests call them directly.
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,6 +31,7 @@ from .rundir import (
     read_evaluation,
     read_history,
     read_run_info,
+    resolve_data_dir,
 )
 
 T = TypeVar("T")
@@ -358,9 +357,7 @@ class GalleryRoot:
     problem: str | None = None
 
 
-def gallery_root(
-    evaluation: Evaluation, override: Path | None, run_dir: Path | None = None
-) -> GalleryRoot:
+def gallery_root(evaluation: Evaluation, override: Path | None, run_dir: Path) -> GalleryRoot:
     """The evaluated data folder: ``FERDASH_DATA_DIR`` when set, else evaluation's data_dir.
 
     A relative data_dir is read from the run folder, so a shipped run can point at
@@ -381,10 +378,8 @@ def gallery_root(
             "evaluation.json does not say which data folder was evaluated (no data_dir); "
             "set FERDASH_DATA_DIR to that folder to see the faces.",
         )
-    path = Path(evaluation.data_dir).expanduser()
-    if not path.is_absolute() and run_dir is not None:
-        path = run_dir / path
-    if path.is_dir():
+    path = resolve_data_dir(evaluation, run_dir)
+    if path is not None and path.is_dir():
         return GalleryRoot(path.resolve(), "evaluation.json data_dir")
     return GalleryRoot(
         None,
@@ -458,19 +453,15 @@ _THUMB_PX = 96
 
 @lru_cache(maxsize=1024)
 def _thumbnail_cached(path: str, stamp: tuple[int, int] | None) -> str | None:
-    from PIL import Image, UnidentifiedImageError
+    # The same guarded decoder as uploads: a data folder is files anyone could have put
+    # there, so no format outside the allow-list and no decompression bomb.
+    from .imaging import UploadError, decode_image, png_data_uri, read_upload
 
     try:
-        with Image.open(path) as img:
-            img = img.convert("L")
-            # Nearest keeps FER's 48-pixel faces crisp when the browser enlarges them.
-            if max(img.size) > _THUMB_PX:
-                img.thumbnail((_THUMB_PX, _THUMB_PX))
-            buf = io.BytesIO()
-            img.save(buf, format="PNG")
-    except (OSError, UnidentifiedImageError, ValueError):
+        decoded = decode_image(read_upload(path))
+    except UploadError:
         return None
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_data_uri(decoded.grey, max_side=_THUMB_PX)
 
 
 def thumbnail_uri(path: Path) -> str | None:

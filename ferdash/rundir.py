@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -293,7 +294,7 @@ def write_evaluation(
     accuracy, per_class, macro_f1 = metrics_from_confusion(matrix, classes)
     data = {
         "split": split,
-        "data_dir": str(data_dir) if data_dir is not None else None,
+        "data_dir": _relative_to_run(data_dir, Path(run_dir)),
         "image_count": int(matrix.sum()),
         "accuracy": accuracy,
         "macro_f1": macro_f1,
@@ -306,6 +307,23 @@ def write_evaluation(
     path = Path(run_dir) / EVALUATION_FILE
     _write_json(path, data)
     return path
+
+
+def _relative_to_run(data_dir: str | Path | None, run_dir: Path) -> str | None:
+    # Stored relative to the run folder (readers resolve it from there), so a run and its
+    # data that move together, e.g. a checkout with ../shared beside it, stay linked
+    # whatever the working directory of the command that wrote it.
+    if data_dir is None:
+        return None
+    return os.path.relpath(Path(data_dir).resolve(), run_dir.resolve())
+
+
+def resolve_data_dir(evaluation: Evaluation, run_dir: str | Path) -> Path | None:
+    """The evaluated folder of ``evaluation``: a relative data_dir is read from the run folder."""
+    if not evaluation.data_dir:
+        return None
+    path = Path(evaluation.data_dir).expanduser()
+    return path if path.is_absolute() else Path(run_dir) / path
 
 
 def discover_runs(*roots: str | Path) -> list[RunListing]:

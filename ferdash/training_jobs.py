@@ -84,11 +84,32 @@ class DataFolder:
     has_val: bool
 
 
-def _has_image(folder: Path) -> bool:
-    # Stops at the first image: a FER2013 class folder holds thousands.
-    for _dirpath, _dirs, names in os.walk(folder, followlinks=True):
-        if any(n.lower().endswith(IMAGE_EXTENSIONS) for n in names):
-            return True
+#: Directory entries looked at per class folder before giving up. The check runs while a
+#: person types a path: "/" must answer at once, not walk the whole disk (or loop
+#: through /proc/*/root), so the walk is bounded and never follows links.
+_SCAN_BUDGET = 2000
+#: More sub-folders than this is not a data folder of classes.
+MAX_CLASSES = 200
+
+
+def _has_image(folder: Path, budget: int = _SCAN_BUDGET) -> bool:
+    # Breadth-first, so a class folder's own images (the usual layout) are seen first.
+    pending = [folder]
+    while pending and budget > 0:
+        current = pending.pop(0)
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    budget -= 1
+                    if budget <= 0:
+                        return False
+                    if entry.is_file(follow_symlinks=False):
+                        if entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                            return True
+                    elif entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+        except OSError:
+            continue
     return False
 
 
@@ -113,6 +134,11 @@ def inspect_data_folder(raw: str) -> DataFolder:
         )
     except OSError as exc:
         raise JobError(f"The data folder {path} cannot be read: {exc.strerror or exc}.") from exc
+    if len(subdirs) > MAX_CLASSES:
+        raise JobError(
+            f"{train_root} has {len(subdirs)} sub-folders: that is not a folder of classes "
+            "(one folder of images per class)."
+        )
     classes = tuple(p.name for p in subdirs if _has_image(p))
     if not subdirs:
         raise JobError(
@@ -200,6 +226,19 @@ def run_folder_state(out: Path) -> str:
     except RunDirError:
         pass
     return "unfinished"
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse to let the dashboard replace a run it did not train.
+
+    Only runs started from the dashboard (they hold its train.log) may be replaced from the
+    browser: the shipped models and command-line runs are not a browser user's to delete.
+    """
+    if run_folder_state(out) != "new" and not (out / LOG_FILE).is_file():
+        raise JobError(
+            f"“{out.name}” in {out.parent} was not trained from this dashboard, so it is not "
+            "replaced from here: choose another name."
+        )
 
 
 # --- the job ------------------------------------------------------------------------------

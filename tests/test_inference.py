@@ -178,3 +178,16 @@ def test_prepare_cache_skips_decoding_for_another_model(
     assert calls == []  # same upload, same input size: decoded once
     assert second[0].prepared is first[0].prepared
     assert second[0].probs.shape == (2,)
+
+
+@pytest.mark.parametrize("datapath", ["/etc/passwd", "/dev/zero", "/proc/self/environ", "/"])
+def test_upload_datapath_outside_the_upload_folder_is_refused(datapath: str) -> None:
+    # A browser can forge the file input's value; only Shiny's own temporary files open.
+    with pytest.raises(UploadError, match="did not reach the server"):
+        inference.read_shiny_upload({"name": "x.png", "size": 10, "datapath": datapath})
+
+
+def test_upload_datapath_in_the_temporary_folder_is_read(tmp_path) -> None:
+    path = tmp_path / "0"
+    path.write_bytes(b"abc")
+    assert inference.read_shiny_upload({"name": "x.png", "size": 3, "datapath": str(path)}) == b"abc"

@@ -92,15 +92,15 @@ def test_gallery_root_override_and_reasons(tmp_path: Path) -> None:
     data = tmp_path / "data"
     run = make_run(tmp_path / "models", "r", data_dir=data)
     ev = read_evaluation(run)
-    assert idata.gallery_root(ev, None).path == data.resolve()
+    assert idata.gallery_root(ev, None, run).path == data.resolve()
     other = tmp_path / "elsewhere"
     other.mkdir()
-    root = idata.gallery_root(ev, other)
+    root = idata.gallery_root(ev, other, run)
     assert root.path == other.resolve() and root.source == "FERDASH_DATA_DIR"
-    missing = idata.gallery_root(ev, tmp_path / "nope")
+    missing = idata.gallery_root(ev, tmp_path / "nope", run)
     assert missing.path is None and "FERDASH_DATA_DIR" in missing.problem
     gone = make_run(tmp_path / "models", "gone", data_dir=tmp_path / "not-here", write_faces=False)
-    reason = idata.gallery_root(read_evaluation(gone), None)
+    reason = idata.gallery_root(read_evaluation(gone), None, gone)
     assert reason.path is None and "not on this machine" in reason.problem
 
 
@@ -108,8 +108,9 @@ def test_gallery_root_reads_a_relative_data_dir_from_the_run_folder(tmp_path: Pa
     # Shipped runs say "../../../shared/..." so that they work in any checkout.
     data = tmp_path / "shared" / "val"
     data.mkdir(parents=True)
-    run = make_run(tmp_path / "repo" / "models", "r", data_dir=Path("../../../shared/val"), write_faces=False)
+    run = make_run(tmp_path / "repo" / "models", "r", data_dir=data, write_faces=False)
     ev = read_evaluation(run)
+    assert ev.data_dir == "../../../shared/val"  # written relative to the run folder
     assert idata.gallery_root(ev, None, run).path == data.resolve()
 
 

@@ -155,3 +155,33 @@ def test_progress_and_folder_state_from_the_run_files(tmp_path: Path) -> None:
     assert run_folder_state(out) == "finished"
     (out / "history.csv").write_text("epoch,loss\n", encoding="utf-8")  # header only, mid-write
     assert read_progress(out, 5).done == 0
+
+
+def test_dashboard_replaces_only_runs_it_trained(tmp_path: Path) -> None:
+    from ferdash.config import DEFAULT_MODELS_DIR
+    from ferdash.rundir import write_run_info
+
+    # A shipped run (no train.log): never replaced from the browser.
+    with pytest.raises(training_jobs.JobError, match="not trained from this dashboard"):
+        training_jobs.check_replaceable(DEFAULT_MODELS_DIR / "happy_sad")
+    cli_run = tmp_path / "cli"
+    write_run_info(cli_run, ["a", "b"], (24, 24), finished="2026-01-01T00:00:00")
+    with pytest.raises(training_jobs.JobError):
+        training_jobs.check_replaceable(cli_run)
+    # A run the dashboard started, or a name not used yet: fine.
+    (cli_run / training_jobs.LOG_FILE).write_text("log")
+    training_jobs.check_replaceable(cli_run)
+    training_jobs.check_replaceable(tmp_path / "new-name")
+
+
+def test_data_folder_check_is_bounded_on_huge_trees(tmp_path: Path) -> None:
+    # "/" typed in the Train panel must answer at once: the scan never walks a whole disk.
+    deep = tmp_path / "a" / "b"
+    for i in range(training_jobs._SCAN_BUDGET + 10):
+        (tmp_path / "a" / f"f{i}.txt").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "a" / f"f{i}.txt").write_bytes(b"")
+    deep.mkdir(parents=True)
+    (deep / "x.png").write_bytes(b"")
+    (tmp_path / "c").mkdir()
+    with pytest.raises(training_jobs.JobError, match="at least two class sub-folders"):
+        training_jobs.inspect_data_folder(str(tmp_path))

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ferdash.rundir import read_evaluation, read_history, read_run_info
+from ferdash.rundir import read_evaluation, read_history, read_run_info, resolve_data_dir
 from trainingdata import CLASSES, make_dataset, make_image_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def _check_evaluation(run: Path, expected_images: int) -> None:
     assert evaluation.accuracy == pytest.approx(np.trace(matrix) / matrix.sum())
     assert len(evaluation.misclassified) == matrix.sum() - np.trace(matrix)
     for miss in evaluation.misclassified:
-        assert (Path(evaluation.data_dir) / miss["file"]).is_file()
+        assert (resolve_data_dir(evaluation, run) / miss["file"]).is_file()
         assert miss["true"] != miss["predicted"]
         assert miss["file"].split("/")[0] == miss["true"]
 
@@ -164,15 +164,18 @@ run_training(TrainConfig(data=sys.argv[1], arch="fernet", out=sys.argv[2], epoch
 def test_kill_9_then_the_same_command_resumes(dataset: Path, tmp_path: Path) -> None:
     out, marker = tmp_path / "run", tmp_path / "paused"
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # stderr to a file, not a pipe: nobody reads a pipe while the driver trains, and
+    # TensorFlow's warnings could fill it and block the child.
+    stderr_log = (tmp_path / "driver.stderr").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-c", _DRIVER, str(dataset), str(out), str(marker)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr_log,
     )
     try:
         deadline = time.monotonic() + 240
         while not marker.exists():
             if proc.poll() is not None:
-                pytest.fail(f"driver exited early: {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"driver exited early: {(tmp_path / 'driver.stderr').read_text()[-2000:]}")
             if time.monotonic() > deadline:
                 pytest.fail("driver never reached epoch 1")
             time.sleep(0.2)
@@ -181,7 +184,7 @@ def test_kill_9_then_the_same_command_resumes(dataset: Path, tmp_path: Path) -> 
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.stderr.close()
+        stderr_log.close()
     assert _history_epochs(out) == [0]
 
     cmd = [sys.executable, "-m", "training", "train", "--data", str(dataset), "--arch", "fernet",

@@ -166,16 +166,6 @@ def panel_server(
         if info is not None:
             threading.Thread(target=_load_quietly, args=(info,), daemon=True).start()
 
-    @reactive.calc
-    def loaded() -> tuple[LoadedRun | None, str | None]:
-        info = selected_run()
-        if info is None:
-            return None, None
-        try:
-            return get_loaded_run(info), None
-        except ModelLoadError as exc:
-            return None, f"The model of run “{info.name}” cannot be used: {exc}"
-
     # Decoding, face detection, model loading and the model all run in a worker thread
     # (an ExtendedTask): the reactive lock is global to the process, so work done inside
     # a calc, even an async one, would hold every other session's clicks and uploads.

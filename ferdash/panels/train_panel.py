@@ -21,6 +21,7 @@ from ..training_jobs import (
     JobError,
     TrainingJob,
     TrainRequest,
+    check_replaceable,
     inspect_data_folder,
     read_progress,
     run_folder_state,
@@ -180,6 +181,8 @@ def panel_server(input, output, session, runs_root: Callable[[], Path]) -> None:
                 f"A finished run “{name}” already exists in {runs_root()}: choose another "
                 "name, or tick “Replace an existing run of that name”."
             )
+        if overwrite_ok:
+            check_replaceable(out)
         return TrainRequest(
             data=folder.path,
             arch=input.arch(),
