@@ -185,3 +185,10 @@ def test_data_folder_check_is_bounded_on_huge_trees(tmp_path: Path) -> None:
     (tmp_path / "c").mkdir()
     with pytest.raises(training_jobs.JobError, match="at least two class sub-folders"):
         training_jobs.inspect_data_folder(str(tmp_path))
+
+
+def test_image_extensions_match_the_training_command() -> None:
+    # Copied so the app need not import TensorFlow to check a folder; must not drift.
+    from training.data import IMAGE_EXTENSIONS
+
+    assert training_jobs.IMAGE_EXTENSIONS == IMAGE_EXTENSIONS

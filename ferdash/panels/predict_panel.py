@@ -342,6 +342,7 @@ def panel_server(
         finished = analysis()
         maps = finished.saliency if finished is not None else None
         charts = finished.charts if finished is not None else ()
+        images = finished.images if finished is not None else ()
         done_maps = maps if input.saliency() else None
         happy_sad = input.mode() == MODE_HAPPY_SAD
         if not usable_runs():
@@ -359,6 +360,7 @@ def panel_server(
                     why,
                     *_saliency_of(done_maps, i),
                     chart_uri=charts[i] if i < len(charts) else None,
+                    images=images[i] if i < len(images) else None,
                 )
                 for i, result in enumerate(image_results())
             ]
@@ -409,6 +411,8 @@ class _Analysis:
     saliency: list[str | None] | str | None = None
     #: The probability chart (PNG data URI) per result; None where no model ran.
     charts: tuple[str | None, ...] = ()
+    #: (boxed preview, model input) PNG data URIs per result; None for unreadable files.
+    images: tuple[tuple[str, str] | None, ...] = ()
 
 
 def _analyse_upload(
@@ -432,10 +436,25 @@ def _analyse_upload(
     ]
     results = analyse(sources, model, cache)
     maps = _saliency_overlays(results, model) if with_saliency and model is not None else None
+    # Every image of the cards is encoded here, off the event loop: an upload of 100 files
+    # would otherwise stall all sessions while its previews are PNG-encoded.
     charts = tuple(_probability_chart(r) for r in results)
+    images = tuple(_card_images(r) for r in results)
     return _Analysis(
-        files=files, info=info, results=results, model_error=error, saliency=maps, charts=charts
+        files=files,
+        info=info,
+        results=results,
+        model_error=error,
+        saliency=maps,
+        charts=charts,
+        images=images,
     )
+
+
+def _card_images(result: ImageResult) -> tuple[str, str] | None:
+    if not result.ok or result.prepared is None:
+        return None
+    return png_data_uri(_preview_with_box(result)), png_data_uri(result.prepared.crop)
 
 
 def _probability_chart(result: ImageResult) -> str | None:
@@ -580,6 +599,7 @@ def _result_card(
     saliency_uri: str | None = None,
     saliency_note: str | None = None,
     chart_uri: str | None = None,
+    images: tuple[str, str] | None = None,
 ) -> Tag:
     # The file name is only ever display text; htmltools escapes it.
     header = ui.card_header(result.name or "(unnamed file)")
@@ -599,6 +619,7 @@ def _result_card(
     faces_line = wording.faces_text(
         prepared.faces_found, prepared.tight_crop, classified=result.probs is not None
     )
+    preview_uri, crop_uri = images or _card_images(result) or ("", "")
     crop_caption = f"Model input {prepared.crop.shape[1]} x {prepared.crop.shape[0]}"
     if prepared.whole_image:
         crop_caption += " (whole image)"
@@ -606,14 +627,14 @@ def _result_card(
     body: list[Tag] = [
         ui.tags.figure(
             ui.img(
-                src=png_data_uri(_preview_with_box(result)),
+                src=preview_uri,
                 alt=f"uploaded image {result.name}",
                 class_="upload-preview",
             ),
             ui.tags.figcaption(details, ui.br(), ui.span(faces_line, class_="faces-found")),
         ),
         ui.tags.figure(
-            ui.img(src=png_data_uri(prepared.crop), alt="face crop fed to the model", class_="face-crop"),
+            ui.img(src=crop_uri, alt="face crop fed to the model", class_="face-crop"),
             ui.tags.figcaption(crop_caption, class_="crop-caption"),
         ),
     ]
