@@ -244,7 +244,10 @@ def panel_server(
                 files=files,
                 info=selected_run(),
                 results=[],
-                model_error=f"The analysis failed ({type(exc).__name__}: {exc}). Upload the files again to retry.",
+                model_error=(
+                    f"The analysis failed ({type(exc).__name__}: {exc}). "
+                    "Upload the files again to retry."
+                ),
             )
         if state != "success":
             return None
