@@ -24,21 +24,9 @@ from ferdash.panels.predict_panel import _analyse_upload
 from ferdash.predictor import ModelLoadError
 from ferdash.rundir import read_run_info, write_run_info
 
+from tiny_runs import empty_cache, runs_root  # noqa: F401 (fixtures)
 from tiny_runs import HAPPY_SAD_CLASSES, make_default_runs
 
-
-@pytest.fixture(scope="module")
-def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("runs")
-    make_default_runs(root)
-    return root
-
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    model_store.clear_cache()
-    yield
-    model_store.clear_cache()
 
 
 def broken_copy(runs_root: Path, tmp_path: Path, rewrite) -> Path:

@@ -16,23 +16,11 @@ from ferdash import model_store
 from ferdash.predictor import ModelLoadError
 from ferdash.rundir import FER2013_CLASSES, read_run_info, write_run_info
 
+from tiny_runs import empty_cache, runs_root  # noqa: F401 (fixtures)
 from tiny_runs import HAPPY_SAD_CLASSES, build_tiny_model, make_default_runs, make_tiny_run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="module")
-def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("runs")
-    make_default_runs(root)
-    return root
-
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    model_store.clear_cache()
-    yield
-    model_store.clear_cache()
 
 
 def copy_run(runs_root: Path, name: str, tmp_path: Path) -> Path:

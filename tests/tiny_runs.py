@@ -8,6 +8,8 @@ tests check the plumbing, not the accuracy.
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 from typing import Any, Sequence
 
 import numpy as np
@@ -73,3 +75,22 @@ def make_default_runs(root: str | Path) -> list[Path]:
         make_tiny_run(root, "fer7", FER2013_CLASSES, seed=1),
         make_tiny_run(root, "happy_sad", HAPPY_SAD_CLASSES, seed=2),
     ]
+
+
+# Fixtures shared by the model-store tests (import them into a test module to use them).
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny fer7 and happy_sad runs, built once per test module."""
+    root = tmp_path_factory.mktemp("runs")
+    make_default_runs(root)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """A cold process-wide model cache before and after each test."""
+    from ferdash import model_store
+
+    model_store.clear_cache()
+    yield
+    model_store.clear_cache()
