@@ -7,6 +7,7 @@ included).
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,11 @@ def load_keras_model(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path.name} is missing in {path.parent}")
+    if not zipfile.is_zipfile(path):
+        # Keras reports a non-zip file as "File not found", which misleads; say what it is.
+        raise ModelLoadError(
+            f"cannot load {path}: the file is corrupt or truncated (not a Keras .keras archive)"
+        )
     import keras  # Deferred: importing TensorFlow costs seconds the UI need not wait for.
 
     try:

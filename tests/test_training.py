@@ -372,15 +372,19 @@ def test_a_backup_that_does_not_load_starts_the_run_over(tmp_path: Path) -> None
     assert read_run_info(out).meta["epochs_completed"] == 2
 
 
-def test_replay_restores_patience_counters_but_not_the_learning_rate() -> None:
+def test_replay_restores_patience_counters_but_not_the_learning_rate(capsys) -> None:
     import keras
 
     from training.resume import ReplayMonitors
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.25), loss="mse")
-    reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=3, factor=0.5)
-    early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=10)
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", patience=3, factor=0.5, verbose=1
+    )
+    early = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=10, verbose=1
+    )
     for cb in (reduce_lr, early):
         cb.set_model(model)
         cb.on_train_begin()
@@ -397,3 +401,94 @@ def test_replay_restores_patience_counters_but_not_the_learning_rate() -> None:
     assert reduce_lr.best == pytest.approx(1.0) and reduce_lr.wait == 1
     assert early.best == pytest.approx(0.6) and early.wait == 3
     assert not model.stop_training
+    # The replayed epoch-3 reduction is history, not news: nothing printed, and the
+    # callbacks speak again for the epochs that follow.
+    assert "reducing learning rate" not in capsys.readouterr().out
+    assert reduce_lr.verbose == 1 and early.verbose == 1
+
+
+def _first_conv_kernel(model):
+    import keras
+
+    layer = next(l for l in model.layers if isinstance(l, keras.layers.Conv2D))
+    return keras.ops.convert_to_numpy(layer.kernel)
+
+
+def _classifier(model):
+    return [np.asarray(w) for w in model.get_layer("probs").get_weights()]
+
+
+@pytest.mark.slow
+def test_init_from_seeds_a_class_subset_with_the_source_features(
+    dataset: Path, tmp_path: Path
+) -> None:
+    from ferdash.predictor import load_keras_model
+    from training.train import run_training
+
+    quiet = dict(log=lambda *_: None)
+    source = run_training(_config(dataset, tmp_path / "fer7", epochs=1), **quiet)
+    donor = load_keras_model(source / "model.keras")
+
+    # A learning rate too small to move any weight: what the run ships is what it was seeded with.
+    subset = run_training(
+        _config(
+            dataset,
+            tmp_path / "happy_sad",
+            epochs=1,
+            classes=["happy", "sad"],
+            init_from=str(source),
+            learning_rate=1e-12,
+        ),
+        **quiet,
+    )
+    seeded = load_keras_model(subset / "model.keras")
+    np.testing.assert_allclose(_first_conv_kernel(seeded), _first_conv_kernel(donor), atol=1e-6)
+    assert seeded.output_shape == (None, 2)  # a new two-class classifier
+    meta = read_run_info(subset).meta
+    assert meta["init_from"] == str(source) and meta["learning_rate"] == 1e-12
+
+    # Same classes: the classifier is carried over too, so the predictions are the source's.
+    again = run_training(
+        _config(
+            dataset, tmp_path / "again", epochs=1, init_from=str(source), learning_rate=1e-12
+        ),
+        **quiet,
+    )
+    for mine, theirs in zip(_classifier(load_keras_model(again / "model.keras")), _classifier(donor)):
+        np.testing.assert_allclose(mine, theirs, atol=1e-6)
+
+    # Without --init-from the same seed starts elsewhere: the comparison above can fail.
+    fresh = run_training(
+        _config(dataset, tmp_path / "fresh", epochs=1, classes=["happy", "sad"], learning_rate=1e-12),
+        **quiet,
+    )
+    assert not np.allclose(
+        _first_conv_kernel(load_keras_model(fresh / "model.keras")), _first_conv_kernel(donor), atol=1e-6
+    )
+
+
+def test_init_from_refuses_a_run_it_cannot_seed_from(dataset: Path, tmp_path: Path, capsys) -> None:
+    from training.__main__ import main
+
+    def write_run(path: Path, arch: str, size: int) -> Path:
+        from ferdash.rundir import write_run_info
+
+        path.mkdir()
+        write_run_info(path, list(CLASSES), (size, size), architecture=arch)
+        (path / "model.keras").write_bytes(b"not a model")
+        return path
+
+    base = ["train", "--data", str(dataset), "--arch", "fernet", "--image-size", str(SIZE),
+            "--epochs", "1", "--verbose", "0"]
+    cases = {
+        "is a 'vgg_fer' run": write_run(tmp_path / "vgg", "vgg_fer", SIZE),
+        "its input is 48x48": write_run(tmp_path / "big", "fernet", 48),
+        "not a run directory": tmp_path / "missing",
+        "not a Keras .keras archive": write_run(tmp_path / "broken", "fernet", SIZE),
+    }
+    for message, source in cases.items():
+        out = tmp_path / f"out-{source.name}"
+        assert main([*base, "--out", str(out), "--init-from", str(source)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "--init-from" in err, err
+        assert not (out / "model.keras").exists()

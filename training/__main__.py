@@ -43,6 +43,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     # Show "(default: X)" only where there is a default worth showing.
     def _get_help_string(self, action: argparse.Action) -> str:
@@ -104,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-patience", type=_positive, default=4, metavar="N", help="ReduceLROnPlateau patience (epochs without lower val_loss; LR halves)")
     t.add_argument("--tta", choices=["none", "hflip"], default="none",
                    help="test-time augmentation recorded in run.json and used by evaluation and the app")
+    t.add_argument("--init-from", metavar="RUN",
+                   help="start from the weights of run directory RUN (same architecture and input "
+                   "size); its classifier too when the classes are the same, e.g. happy,sad from fer7")
+    t.add_argument("--learning-rate", type=_positive_float, metavar="LR",
+                   help="starting learning rate (default: the architecture's); lower it to fine-tune")
     t.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto",
                    help="mixed_float16; auto = on when a GPU is present")
     t.add_argument("--limit", type=_positive, dest="limit_per_class", metavar="N",
@@ -156,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             patience=args.patience,
             lr_patience=args.lr_patience,
             tta=None if args.tta == "none" else args.tta,
+            init_from=args.init_from,
+            learning_rate=args.learning_rate,
             mixed_precision=args.mixed_precision,
             limit_per_class=args.limit_per_class,
             overwrite=args.overwrite,

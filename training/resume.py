@@ -138,11 +138,20 @@ class ReplayMonitors(keras.callbacks.Callback):
         self._done = True
         optimizer = self.model.optimizer
         lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        for row in self.rows:
-            row_logs = {k: float(v) for k, v in row.items() if k != "epoch" and _is_number(v)}
+        # Quiet while replaying: their messages would report past epochs as if new
+        # (e.g. a learning-rate cut that is undone just below).
+        verbosity = {id(cb): getattr(cb, "verbose", 0) for cb in self.targets}
+        for cb in self.targets:
+            cb.verbose = 0
+        try:
+            for row in self.rows:
+                row_logs = {k: float(v) for k, v in row.items() if k != "epoch" and _is_number(v)}
+                for cb in self.targets:
+                    cb.set_model(self.model)
+                    cb.on_epoch_end(int(float(row["epoch"])), row_logs)
+        finally:
             for cb in self.targets:
-                cb.set_model(self.model)
-                cb.on_epoch_end(int(float(row["epoch"])), row_logs)
+                cb.verbose = verbosity[id(cb)]
         optimizer.learning_rate = lr
         # EarlyStopping may conclude from the replay that the run is over; let the
         # current epoch finish (it is already starting) and stop after it.

@@ -45,6 +45,10 @@ class TrainConfig:
     patience: int = 10
     lr_patience: int = 4
     tta: str | None = None
+    #: A run directory of the same architecture whose weights start this run.
+    init_from: str | None = None
+    #: None: the architecture's own starting rate.
+    learning_rate: float | None = None
     mixed_precision: str = "auto"
     limit_per_class: int | None = None
     overwrite: bool = False
@@ -119,7 +123,16 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
     out = Path(cfg.out)
     check_writable(out)
 
-    from training import resume
+    from training import resume, warm_start
+
+    donor = None
+    if cfg.init_from:
+        try:
+            donor = warm_start.check_source(cfg.init_from, cfg.arch, size)
+        except warm_start.WarmStartError as exc:
+            raise TrainingError(str(exc)) from exc
+        if donor.path.resolve() == out.resolve():
+            raise TrainingError(f"--init-from {cfg.init_from} is the run being trained")
 
     backup_dir = out / BACKUP_DIR
     if cfg.overwrite:
@@ -173,6 +186,8 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         model = compile_model(
             build_model(cfg.arch, size, len(data.classes), augment=augment, seed=cfg.seed), cfg.arch
         )
+        if cfg.learning_rate is not None:
+            model.optimizer.learning_rate = cfg.learning_rate
         initial_epoch = (
             resume.restorable_epoch(backup_dir, can_load=lambda p: _weights_load(model, p))
             if has_backup
@@ -183,6 +198,13 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         _clear_run(out)
     params = int(model.count_params())
     check_free_space(out, params)
+    if donor is not None and initial_epoch is None:
+        # Only a fresh start is seeded: a resumed run's own weights come from its backup.
+        try:
+            seeded = warm_start.copy_weights(model, donor, data.classes)
+        except warm_start.WarmStartError as exc:
+            raise TrainingError(str(exc)) from exc
+        log(f"starting from {seeded.describe()}")
 
     rows: list[dict[str, str]] = []
     if initial_epoch is not None:
@@ -239,6 +261,8 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         "skipped_images": sum(len(s.bad) for s in data.scans),
         "limit_per_class": cfg.limit_per_class,
         "tta": cfg.tta,
+        "init_from": cfg.init_from,
+        "learning_rate": cfg.learning_rate,
         **versions,
         "command": " ".join(cfg.command),
         "finished": None,
