@@ -6,6 +6,7 @@ Not a benchmark itself (leading underscore). Uses the system Chromium the tests 
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import socket
@@ -63,6 +64,32 @@ def start_app(app_file: Path = REPO_ROOT / "app.py") -> tuple[subprocess.Popen, 
     return proc, f"http://127.0.0.1:{port}/"
 
 
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def parse_apps(doc: str, count: str, default: int) -> tuple[argparse.Namespace, dict[str, Path]]:
+    """The browser benchmarks' command line: ``--<count> N``, ``--app``, ``--compare-with``.
+
+    Returns the arguments and the apps to run by label, "this checkout" first and, with
+    ``--compare-with``, the other checkout's ``app.py`` labelled by its path.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(f"--{count}", type=int, default=default)
+    parser.add_argument("--app", type=Path, default=REPO_ROOT / "app.py")
+    parser.add_argument("--compare-with", type=Path, default=None, help="another checkout's app.py")
+    args = parser.parse_args()
+    apps = {"this checkout": args.app}
+    if args.compare_with:
+        apps[str(args.compare_with)] = args.compare_with
+    return args, apps
+
+
+def load_average() -> str:
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def wait_http(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -78,6 +105,14 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 def launch_chromium(playwright):
     args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
     return playwright.chromium.launch(executable_path=system_chromium(), args=args)
+
+
+def open_app_page(browser, url: str, timeout_ms: int = 60_000):
+    """A new tab on the app, returned once the run selector lists the runs."""
+    page = browser.new_page()
+    page.goto(url)
+    page.wait_for_selector("#predict-run option", state="attached", timeout=timeout_ms)
+    return page
 
 
 def photo_640x480_jpeg(seed: int = 0) -> bytes:

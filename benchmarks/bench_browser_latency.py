@@ -15,7 +15,6 @@ in a ``git worktree``) and alternates uploads between the two, so both see the s
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -23,20 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _browser_app import REPO_ROOT, launch_chromium, photo_640x480_jpeg, start_app, upload_and_wait, wait_http  # noqa: E402
+from _browser_app import launch_chromium, load_average, open_app_page, parse_apps  # noqa: E402
+from _browser_app import photo_640x480_jpeg, start_app, stop_app, upload_and_wait, wait_http  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--uploads", type=int, default=50)
-    parser.add_argument("--app", type=Path, default=REPO_ROOT / "app.py")
-    parser.add_argument("--compare-with", type=Path, default=None, help="another checkout's app.py")
-    args = parser.parse_args()
+    args, apps = parse_apps(__doc__, "uploads", 50)
     from playwright.sync_api import sync_playwright
 
-    apps = {"this checkout": args.app}
-    if args.compare_with:
-        apps[str(args.compare_with)] = args.compare_with
     servers = {label: start_app(path) for label, path in apps.items()}
     times: dict[str, list[float]] = {label: [] for label in apps}
     try:
@@ -46,9 +39,7 @@ def main() -> None:
             browser = launch_chromium(pw)
             pages = {}
             for label, (_proc, url) in servers.items():
-                page = browser.new_page()
-                page.goto(url)
-                page.wait_for_selector("#predict-run option", state="attached", timeout=60_000)
+                page = open_app_page(browser, url)
                 for i in range(3):  # TensorFlow import, model load and trace, caches
                     upload_and_wait(page, f"warm{i}.jpg", photo_640x480_jpeg(100 + i))
                 pages[label] = page
@@ -58,10 +49,8 @@ def main() -> None:
             browser.close()
     finally:
         for proc, _url in servers.values():
-            proc.terminate()
-            proc.wait(timeout=30)
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"machine: {os.cpu_count()} CPU cores, load average {load}")
+            stop_app(proc)
+    print(f"machine: {os.cpu_count()} CPU cores, load average {load_average()}")
     medians = {}
     for label, values in times.items():
         values.sort()
@@ -74,6 +63,7 @@ def main() -> None:
     if len(medians) == 2:
         ours, other = medians.values()
         print(f"median ratio (other / this checkout): {other / ours:.1f}x")
+
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,6 @@ alternate when comparing, so both see the same machine load. Medians are printed
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -21,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _browser_app import REPO_ROOT, launch_chromium, photo_640x480_jpeg, start_app, upload_and_wait, wait_http  # noqa: E402
+from _browser_app import launch_chromium, load_average, open_app_page, parse_apps  # noqa: E402
+from _browser_app import photo_640x480_jpeg, start_app, stop_app, upload_and_wait, wait_http  # noqa: E402
 
 
 def one_start(browser, app_file: Path) -> dict[str, float]:
@@ -30,30 +30,20 @@ def one_start(browser, app_file: Path) -> dict[str, float]:
     try:
         wait_http(url, timeout=120)
         http = time.perf_counter() - start
-        page = browser.new_page()
-        page.goto(url)
-        page.wait_for_selector("#predict-run option", state="attached", timeout=120_000)
+        page = open_app_page(browser, url, timeout_ms=120_000)
         ready = time.perf_counter() - start
         upload_and_wait(page, "first.jpg", photo_640x480_jpeg())
         first = time.perf_counter() - start
         page.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_app(proc)
     return {"server answers": http, "page lists runs": ready, "first prediction visible": first}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--app", type=Path, default=REPO_ROOT / "app.py")
-    parser.add_argument("--compare-with", type=Path, default=None, help="another checkout's app.py")
-    args = parser.parse_args()
+    args, apps = parse_apps(__doc__, "repeat", 3)
     from playwright.sync_api import sync_playwright
 
-    apps = {"this checkout": args.app}
-    if args.compare_with:
-        apps[str(args.compare_with)] = args.compare_with
     results: dict[str, list[dict[str, float]]] = {label: [] for label in apps}
     with sync_playwright() as pw:
         browser = launch_chromium(pw)
@@ -61,8 +51,7 @@ def main() -> None:
             for label, path in apps.items():
                 results[label].append(one_start(browser, path))
         browser.close()
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"machine: {os.cpu_count()} CPU cores, load average {load}; {args.repeat} starts each, medians")
+    print(f"machine: {os.cpu_count()} CPU cores, load average {load_average()}; {args.repeat} starts each, medians")
     for label, runs in results.items():
         parts = [f"{key} {statistics.median(r[key] for r in runs):.1f} s" for key in runs[0]]
         print(f"{label}: " + " | ".join(parts))
