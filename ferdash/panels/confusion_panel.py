@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shiny import module, reactive, render, req, ui
@@ -25,6 +26,42 @@ class CellRequest:
     true: str
     predicted: str
     serial: int
+
+
+def _coordinate(value: object) -> float | None:
+    """``value`` as a finite float, or None: a click's x or y as JSON may deliver it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None  # strings, lists, objects, null: not a coordinate
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return number if math.isfinite(number) else None
+
+
+def cell_request(
+    click: object, classes: Sequence[str], previous: CellRequest | None = None
+) -> CellRequest | None:
+    """The cell a ``matrix_click`` input names, or None when it names none.
+
+    The matrix is drawn with ``imshow``, so cell (row, col) is centred on data coordinates
+    (x=col, y=row). The input comes from the browser, which can send any JSON: anything
+    that is not a finite click inside the matrix (missing or non-numeric x/y, NaN,
+    infinities, numbers off the matrix) is ignored rather than allowed to raise and end
+    the session.
+    """
+    if not isinstance(click, Mapping):
+        return None
+    x, y = _coordinate(click.get("x")), _coordinate(click.get("y"))
+    if x is None or y is None:
+        return None
+    n = len(classes)
+    if not (-0.5 <= x < n - 0.5 and -0.5 <= y < n - 0.5):
+        return None  # in the margins, or a forged number off the matrix
+    col, row = round(x), round(y)
+    serial = previous.serial + 1 if previous else 1
+    predicted = "" if row == col else classes[col]
+    return CellRequest(classes[row], predicted, serial)
 
 
 @module.ui
@@ -145,17 +182,11 @@ def panel_server(
     @reactive.effect
     @reactive.event(input.matrix_click)
     def _on_click() -> None:
-        click = input.matrix_click()
         loaded = evaluation()
-        if not click or loaded is None or not loaded.ok or loaded.value is None:
+        if loaded is None or not loaded.ok or loaded.value is None:
             return
-        classes = loaded.value.classes
-        col, row = round(float(click["x"])), round(float(click["y"]))
-        if not (0 <= row < len(classes) and 0 <= col < len(classes)):
-            return
-        previous = clicked.get()
-        serial = previous.serial + 1 if previous else 1
-        predicted = "" if row == col else classes[col]
-        clicked.set(CellRequest(classes[row], predicted, serial))
+        request = cell_request(input.matrix_click(), loaded.value.classes, clicked.get())
+        if request is not None:
+            clicked.set(request)
 
     return clicked
