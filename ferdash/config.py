@@ -13,6 +13,9 @@ DEFAULT_MODELS_DIR = REPO_ROOT / "models"
 MODELS_ENV = "FERDASH_MODELS_DIR"
 #: Folder of evaluated images (e.g. FER2013's `val/`) for the misclassified-faces gallery.
 DATA_ENV = "FERDASH_DATA_DIR"
+#: How many loaded models the process keeps (least recently used dropped beyond it).
+MAX_LOADED_MODELS_ENV = "FERDASH_MAX_LOADED_MODELS"
+DEFAULT_MAX_LOADED_MODELS = 8
 
 
 def models_dirs() -> list[Path]:
@@ -24,3 +27,13 @@ def models_dirs() -> list[Path]:
 def data_dir_override() -> Path | None:
     raw = os.environ.get(DATA_ENV, "").strip()
     return Path(raw).expanduser() if raw else None
+
+
+def max_loaded_models() -> int:
+    """``FERDASH_MAX_LOADED_MODELS`` (at least 1); the default, 8, when unset or not a number."""
+    raw = os.environ.get(MAX_LOADED_MODELS_ENV, "").strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        return DEFAULT_MAX_LOADED_MODELS
+    return max(1, value)

@@ -5,6 +5,13 @@ run.json says about calling it), so a run that is retrained in place is reloaded
 otherwise. Failures are cached under the same key too: a broken file is not re-read on
 every upload, and is retried as soon as it changes.
 
+The cache is bounded: it keeps at most ``FERDASH_MAX_LOADED_MODELS`` (default 8) loaded
+models and drops the least recently used beyond that, so a long-lived server to which
+people keep adding runs folders does not grow without end; a dropped run is simply
+loaded again when next asked for. A session that still holds a dropped
+:class:`LoadedRun` keeps using it (its reference keeps the model alive). Cached failures
+are cheap and bounded separately (:data:`MAX_CACHED_FAILURES`).
+
 TensorFlow is imported only when the first model is loaded (inside
 :func:`ferdash.predictor.load_keras_model`), so the app starts without it.
 """
@@ -13,11 +20,13 @@ from __future__ import annotations
 
 import threading
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from . import config
 from .predictor import TTA_MODES, ModelLoadError, compiled_predictor, load_keras_model
 from .rundir import RunInfo
 
@@ -46,8 +55,12 @@ class LoadedRun:
 
 _Key = tuple[str, int, int, tuple[str, ...], tuple[int, int], str]
 
+#: Failures kept at most (least recently used dropped): a message each, but not unbounded.
+MAX_CACHED_FAILURES = 64
+
 _lock = threading.Lock()
-_entries: dict[_Key, LoadedRun | ModelLoadError] = {}
+#: Least recently used first.
+_entries: OrderedDict[_Key, LoadedRun | ModelLoadError] = OrderedDict()
 _key_locks: dict[_Key, threading.Lock] = {}
 
 
@@ -71,13 +84,13 @@ def get_loaded_run(info: RunInfo) -> LoadedRun:
     """
     key = _key(info)
     with _lock:
-        entry = _entries.get(key)
+        entry = _lookup(key)
         if entry is None:
             key_lock = _key_locks.setdefault(key, threading.Lock())
     if entry is None:
         with key_lock:
             with _lock:
-                entry = _entries.get(key)
+                entry = _lookup(key)
             if entry is None:
                 try:
                     entry = _load(info)
@@ -86,12 +99,37 @@ def get_loaded_run(info: RunInfo) -> LoadedRun:
                 with _lock:
                     # Drop older versions of the same file: they can never be asked for again.
                     for old in [k for k in _entries if k[0] == key[0] and k != key]:
-                        del _entries[old]
-                        _key_locks.pop(old, None)
+                        _forget(old)
                     _entries[key] = entry
+                    _entries.move_to_end(key)  # the newest: last in the order
+                    _evict(config.max_loaded_models())
     if isinstance(entry, ModelLoadError):
         raise entry
     return entry
+
+
+def _lookup(key: _Key) -> LoadedRun | ModelLoadError | None:
+    """The entry under ``key``, marked most recently used (call with ``_lock`` held)."""
+    entry = _entries.get(key)
+    if entry is not None:
+        _entries.move_to_end(key)
+    return entry
+
+
+def _forget(key: _Key) -> None:
+    del _entries[key]
+    _key_locks.pop(key, None)
+
+
+def _evict(max_loaded: int) -> None:
+    """Drop the least recently used entries beyond the bounds (call with ``_lock`` held).
+
+    Only the cache's reference goes: a caller holding the LoadedRun keeps a working model.
+    """
+    for kind, bound in ((LoadedRun, max_loaded), (ModelLoadError, MAX_CACHED_FAILURES)):
+        keys = [k for k, e in _entries.items() if isinstance(e, kind)]  # oldest first
+        for old in keys[: max(0, len(keys) - bound)]:
+            _forget(old)
 
 
 def clear_cache() -> None:

@@ -149,3 +149,81 @@ def test_app_starts_without_tensorflow(tmp_path: Path) -> None:
     env = {**os.environ, "FERDASH_MODELS_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, timeout=120)
     assert result.returncode == 0, "importing the app imported TensorFlow"
+
+
+def _counting_loads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record every model file that is actually read from disk."""
+    calls: list[Path] = []
+    real_load = model_store.load_keras_model
+
+    def counting_load(path):
+        calls.append(Path(path))
+        return real_load(path)
+
+    monkeypatch.setattr(model_store, "load_keras_model", counting_load)
+    return calls
+
+
+def test_cache_keeps_at_most_n_models_dropping_the_least_recently_used(
+    runs_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FERDASH_MAX_LOADED_MODELS", "2")
+    calls = _counting_loads(monkeypatch)
+    a, b, c = (read_run_info(Path(shutil.copytree(runs_root / "happy_sad", tmp_path / n))) for n in "abc")
+    loaded_a = model_store.get_loaded_run(a)
+    loaded_b = model_store.get_loaded_run(b)
+    assert model_store.get_loaded_run(a) is loaded_a  # a is now the most recently used
+    assert model_store.cached_count() == 2 and len(calls) == 2
+
+    loaded_c = model_store.get_loaded_run(c)  # N + 1 distinct runs: b, least recently used, goes
+    assert model_store.cached_count() == 2
+    assert model_store.get_loaded_run(a) is loaded_a
+    assert model_store.get_loaded_run(c) is loaded_c
+    assert len(calls) == 3  # a and c came from the cache
+
+    # A session still holding b's LoadedRun keeps a working model.
+    probs = loaded_b.predict(np.full((1, 48, 48, 1), 128.0, dtype=np.float32))
+    assert probs.shape == (1, 2)
+
+    # Asked for again, b is loaded again (and a, now least recently used, makes room).
+    reloaded_b = model_store.get_loaded_run(b)
+    assert reloaded_b is not loaded_b
+    assert calls[-1] == b.model_path and len(calls) == 4
+    assert model_store.cached_count() == 2
+    assert model_store.get_loaded_run(c) is loaded_c
+    assert model_store.get_loaded_run(b) is reloaded_b
+    assert len(calls) == 4
+
+
+def test_failures_do_not_push_models_out_and_are_bounded_too(
+    runs_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FERDASH_MAX_LOADED_MODELS", "1")
+    monkeypatch.setattr(model_store, "MAX_CACHED_FAILURES", 2)
+    good = model_store.get_loaded_run(read_run_info(runs_root / "fer7"))
+    broken = []
+    for name in ("x", "y", "z"):
+        run_dir = copy_run(runs_root, "happy_sad", tmp_path / name)
+        (run_dir / "model.keras").write_bytes(b"not a zip at all")
+        broken.append(read_run_info(run_dir))
+        with pytest.raises(ModelLoadError):
+            model_store.get_loaded_run(broken[-1])
+    assert model_store.get_loaded_run(read_run_info(runs_root / "fer7")) is good
+    with model_store._lock:
+        failures = [k for k, e in model_store._entries.items() if isinstance(e, ModelLoadError)]
+    assert [Path(k[0]).parent.parent.name for k in failures] == ["y", "z"]  # x, the oldest, dropped
+
+
+@pytest.mark.parametrize(
+    "raw, expected", [(None, 8), ("3", 3), (" 12 ", 12), ("0", 1), ("-4", 1), ("many", 8), ("", 8)]
+)
+def test_max_loaded_models_from_the_environment(
+    raw: str | None, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ferdash import config
+
+    if raw is None:
+        monkeypatch.delenv("FERDASH_MAX_LOADED_MODELS", raising=False)
+    else:
+        monkeypatch.setenv("FERDASH_MAX_LOADED_MODELS", raw)
+    assert config.max_loaded_models() == expected
