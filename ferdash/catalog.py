@@ -7,7 +7,15 @@ from typing import Callable
 
 from shiny import reactive
 
-from .rundir import EVALUATION_FILE, HISTORY_FILE, MODEL_FILE, RUN_FILE, RunListing, discover_runs
+from .rundir import (
+    EVALUATION_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    RUN_FILE,
+    RunListing,
+    discover_runs,
+    file_stamp,
+)
 
 _WATCHED = (RUN_FILE, MODEL_FILE, HISTORY_FILE, EVALUATION_FILE)
 
@@ -21,11 +29,9 @@ def runs_signature(dirs: list[Path]) -> tuple:
             continue
         for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             for name in _WATCHED:
-                try:
-                    st = (run_dir / name).stat()
-                    sig.append((str(run_dir), name, st.st_mtime_ns, st.st_size))
-                except OSError:
-                    pass
+                stamp = file_stamp(run_dir / name)
+                if stamp is not None:
+                    sig.append((str(run_dir), name, *stamp))
     return tuple(sig)
 
 

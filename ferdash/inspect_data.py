@@ -28,6 +28,7 @@ from .rundir import (
     RunDirError,
     RunInfo,
     RunListing,
+    file_stamp,
     read_evaluation,
     read_history,
     read_run_info,
@@ -68,14 +69,6 @@ def no_runs_message(dirs: Iterable[Path] = ()) -> str:
 # --- cached readers -------------------------------------------------------------------
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
-
-
 @lru_cache(maxsize=256)
 def _history_cached(run_dir: str, stamp: tuple[int, int] | None) -> Loaded[pd.DataFrame]:
     try:
@@ -103,19 +96,19 @@ def _run_info_cached(run_dir: str, stamp: tuple[int, int] | None) -> Loaded[RunI
 def load_history(run_dir: str | Path) -> Loaded[pd.DataFrame]:
     """``history.csv`` of a run (cached; the frame is shared, so do not modify it)."""
     run_dir = Path(run_dir)
-    return _history_cached(str(run_dir), _stamp(run_dir / HISTORY_FILE))
+    return _history_cached(str(run_dir), file_stamp(run_dir / HISTORY_FILE))
 
 
 def load_evaluation(run_dir: str | Path) -> Loaded[Evaluation]:
     """``evaluation.json`` of a run (cached; shared, so do not modify it)."""
     run_dir = Path(run_dir)
-    return _evaluation_cached(str(run_dir), _stamp(run_dir / EVALUATION_FILE))
+    return _evaluation_cached(str(run_dir), file_stamp(run_dir / EVALUATION_FILE))
 
 
 def load_run_info(run_dir: str | Path) -> Loaded[RunInfo]:
     """``run.json`` of a run (cached)."""
     run_dir = Path(run_dir)
-    return _run_info_cached(str(run_dir), _stamp(run_dir / RUN_FILE))
+    return _run_info_cached(str(run_dir), file_stamp(run_dir / RUN_FILE))
 
 
 def clear_caches() -> None:
@@ -466,7 +459,7 @@ def _thumbnail_cached(path: str, stamp: tuple[int, int] | None) -> str | None:
 
 def thumbnail_uri(path: Path) -> str | None:
     """A PNG data URI of the image at ``path`` (cached per file version); None if unreadable."""
-    stamp = _stamp(path)
+    stamp = file_stamp(path)
     if stamp is None:
         return None
     return _thumbnail_cached(str(path), stamp)

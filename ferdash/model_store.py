@@ -28,7 +28,7 @@ import numpy as np
 
 from . import config
 from .predictor import TTA_MODES, ModelLoadError, compiled_predictor, load_keras_model
-from .rundir import RunInfo
+from .rundir import RunInfo, file_stamp
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,13 @@ _key_locks: dict[_Key, threading.Lock] = {}
 
 def _key(info: RunInfo) -> _Key:
     path = info.model_path
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise ModelLoadError(f"model.keras is missing in {info.path}") from exc
+    stamp = file_stamp(path)
+    if stamp is None:
+        raise ModelLoadError(f"model.keras is missing in {info.path}")
     # What run.json says about the model is part of the key too: editing classes,
     # input_size or tta changes how the same file must be called.
     tta = repr(info.meta.get("tta"))
-    return (str(path.resolve()), st.st_mtime_ns, st.st_size, info.classes, info.input_size, tta)
+    return (str(path.resolve()), *stamp, info.classes, info.input_size, tta)
 
 
 def get_loaded_run(info: RunInfo) -> LoadedRun:

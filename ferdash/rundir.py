@@ -326,6 +326,19 @@ def resolve_data_dir(evaluation: Evaluation, run_dir: str | Path) -> Path | None
     return path if path.is_absolute() else Path(run_dir) / path
 
 
+def file_stamp(path: str | Path) -> tuple[int, int] | None:
+    """``(st_mtime_ns, st_size)`` of ``path``, or None when it cannot be stat-ed.
+
+    The cheap "has this file changed" fingerprint the caches and polls key on: a file
+    rewritten in place (a run retrained, a history growing) gets a new stamp.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 def discover_runs(*roots: str | Path) -> list[RunListing]:
     """Every sub-folder of ``roots`` that looks like a run (has ``run.json`` or ``model.keras``).
 

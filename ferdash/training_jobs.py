@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import config
-from .rundir import HISTORY_FILE, RUN_FILE, RunDirError, read_history, read_run_info
+from .rundir import HISTORY_FILE, RUN_FILE, RunDirError, file_stamp, read_history, read_run_info
 
 #: The registry of training/architectures.py, by name, with each one's default input side.
 #: Kept here (and checked against the registry by a test) because importing the registry
@@ -431,11 +431,8 @@ def progress_signature(out: Path | None) -> tuple:
         return ()
     sig = []
     for name in (HISTORY_FILE, LOG_FILE, RUN_FILE):
-        try:
-            st = (out / name).stat()
-            sig.append((name, st.st_mtime_ns, st.st_size))
-        except OSError:
-            sig.append((name, None))
+        stamp = file_stamp(out / name)
+        sig.append((name, None) if stamp is None else (name, *stamp))
     return tuple(sig)
 
 

@@ -11,7 +11,7 @@ import pytest
 from synthetic_runs import history_rows, make_broken_run, make_run, write_history
 
 from ferdash import inspect_data as idata
-from ferdash.rundir import discover_runs, read_evaluation
+from ferdash.rundir import discover_runs, file_stamp, read_evaluation
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +32,16 @@ def test_history_is_cached_until_the_file_changes(tmp_path: Path) -> None:
     os.utime(run / "history.csv", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     second = idata.load_history(run)
     assert second is not first and len(second.value) == 6
+
+
+def test_file_stamp_changes_with_the_file_and_is_none_when_missing(tmp_path: Path) -> None:
+    path = tmp_path / "f.txt"
+    assert file_stamp(path) is None
+    path.write_text("abc")
+    st = path.stat()
+    assert file_stamp(path) == file_stamp(str(path)) == (st.st_mtime_ns, 3)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert file_stamp(path) == (st.st_mtime_ns + 1_000_000_000, 3)
 
 
 def test_missing_and_malformed_files_give_messages(tmp_path: Path) -> None:
