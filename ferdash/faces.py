@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .imaging import shrink_to_max_side
+
 CASCADE_FILE = "haarcascade_frontalface_alt2.xml"
 
 #: The detector searches twice at most. First a coarse copy whose long side is at most
@@ -89,15 +91,7 @@ def _search(
     grey: np.ndarray, max_side: int, max_face: int | None = None
 ) -> tuple[list[tuple[int, int, int, int]], float]:
     """Raw boxes in a copy of ``grey`` at most ``max_side`` long, and that copy's scale."""
-    height, width = grey.shape[:2]
-    scale = min(1.0, max_side / max(height, width))
-    small = grey
-    if scale < 1.0:
-        small = cv2.resize(
-            grey,
-            (max(1, round(width * scale)), max(1, round(height * scale))),
-            interpolation=cv2.INTER_AREA,
-        )
+    small, scale = shrink_to_max_side(grey, max_side)
     if min(small.shape[:2]) < _MIN_FACE:
         return [], scale
     # Equalising evens out exposure, which the cascade's fixed thresholds are sensitive to.

@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -221,6 +222,22 @@ def _to_grey(img: Image.Image) -> np.ndarray:
         new_size = (max(1, round(grey.shape[1] / factor)), max(1, round(grey.shape[0] / factor)))
         grey = np.asarray(Image.fromarray(grey).resize(new_size, Image.Resampling.BOX))
     return grey
+
+
+def shrink_to_max_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """``image`` reduced so its long side is at most ``max_side``, and the scale applied.
+
+    Area averaging (``cv2.INTER_AREA``), aspect ratio kept, each side at least 1 px. An
+    image already small enough is returned as it is (the same array) with scale 1.0;
+    never enlarged. The detector's search copies and the Predict previews use it.
+    """
+    height, width = image.shape[:2]
+    long_side = max(height, width)
+    if long_side <= max_side:
+        return image, 1.0
+    scale = max_side / long_side
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
 def png_data_uri(image: np.ndarray, max_side: int | None = None) -> str:

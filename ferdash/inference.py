@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import cv2
 import numpy as np
 
 from . import faces, imaging
@@ -86,11 +85,7 @@ def prepare_image(data: bytes, input_size: tuple[int, int]) -> Prepared:
     else:
         box = None
         crop = faces.whole_image_input(grey, input_size)
-    preview, preview_scale = grey, 1.0
-    if max(grey.shape) > PREVIEW_KEEP_MAX_SIDE:
-        preview_scale = PREVIEW_KEEP_MAX_SIDE / max(grey.shape)
-        size = (max(1, round(grey.shape[1] * preview_scale)), max(1, round(grey.shape[0] * preview_scale)))
-        preview = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    preview, preview_scale = imaging.shrink_to_max_side(grey, PREVIEW_KEEP_MAX_SIDE)
     return Prepared(
         preview=preview,
         preview_scale=preview_scale,

@@ -175,6 +175,23 @@ def test_png_data_uri_downscales() -> None:
     assert img.size == (50, 100)
 
 
+def test_shrink_to_max_side_reduces_the_long_side_only_when_needed() -> None:
+    wide = np.arange(300 * 1000, dtype=np.uint32).reshape(300, 1000).astype(np.uint8)
+    small, scale = imaging.shrink_to_max_side(wide, 200)
+    assert small.shape == (60, 200) and scale == pytest.approx(0.2)
+    tall, scale = imaging.shrink_to_max_side(np.zeros((1000, 3), dtype=np.uint8), 100)
+    assert tall.shape == (100, 1) and scale == pytest.approx(0.1)  # never below 1 px
+    # Area averaging: a flat image stays flat, a mean is kept.
+    flat, _ = imaging.shrink_to_max_side(np.full((400, 400), 77, dtype=np.uint8), 100)
+    assert (flat == 77).all()
+    # Small enough already (or exactly the size): the same array, scale 1, never enlarged.
+    face = np.zeros((48, 48), dtype=np.uint8)
+    kept, scale = imaging.shrink_to_max_side(face, 96)
+    assert kept is face and scale == 1.0
+    same, scale = imaging.shrink_to_max_side(wide, 1000)
+    assert same is wide and scale == 1.0
+
+
 def test_corrupt_file_with_an_image_signature_says_so() -> None:
     with pytest.raises(UploadError, match="starts like a PNG image but is corrupt"):
         decode_image(b"\x89PNG\r\n\x1a\n not really")

@@ -20,7 +20,7 @@ from htmltools import Tag, TagChild, TagList
 from shiny import Inputs, Outputs, Session, module, reactive, render, req, ui
 
 from .. import plots, saliency, wording
-from ..imaging import ACCEPT, MAX_PIXELS, MAX_UPLOAD_BYTES, png_data_uri
+from ..imaging import ACCEPT, MAX_PIXELS, MAX_UPLOAD_BYTES, png_data_uri, shrink_to_max_side
 from ..inference import ImageResult, PrepareCache, analyse
 from ..model_store import LoadedRun, get_loaded_run
 from ..predictor import ModelLoadError
@@ -564,16 +564,9 @@ def csv_text(frame: pd.DataFrame) -> str:
 def _preview_with_box(result: ImageResult) -> np.ndarray:
     prepared = result.prepared
     assert prepared is not None
-    grey = prepared.preview
-    height, width = grey.shape
-    scale = min(1.0, PREVIEW_MAX_SIDE / max(height, width))
-    if scale < 1.0:
-        grey = cv2.resize(
-            grey,
-            (max(1, round(width * scale)), max(1, round(height * scale))),
-            interpolation=cv2.INTER_AREA,
-        )
-    elif max(height, width) < CROP_DISPLAY_SIDE:
+    height, width = prepared.preview.shape
+    grey, scale = shrink_to_max_side(prepared.preview, PREVIEW_MAX_SIDE)
+    if scale == 1.0 and max(height, width) < CROP_DISPLAY_SIDE:
         # A 48x48 crop would be a speck: enlarge by a whole factor, keeping its pixels sharp.
         scale = float(CROP_DISPLAY_SIDE // max(height, width))
         grey = cv2.resize(
