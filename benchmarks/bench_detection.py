@@ -1,6 +1,6 @@
-"""Face detection: how many faces are found, and how fast, for the current settings
-against the previous ones (default cascade, one pass on a 320-px copy, smallest face 30,
-5 hits), side by side in one run.
+"""Face detection: how many faces are found, and how fast, for the current detectors
+(BlazeFace first, the Haar cascade when it finds nothing) against the cascade alone with
+the same settings (the detector before BlazeFace), side by side in one run.
 
     python benchmarks/bench_detection.py [--scenes 150] [--data ../shared/data/fer2013]
 
@@ -34,6 +34,7 @@ from skimage import data  # noqa: E402
 from ferdash import faces, imaging  # noqa: E402
 
 CURRENT = dict(
+    DETECTORS=faces.DETECTORS,
     CASCADE_FILE=faces.CASCADE_FILE,
     COARSE_MAX_SIDE=faces.COARSE_MAX_SIDE,
     _MIN_FACE=faces._MIN_FACE,
@@ -41,14 +42,8 @@ CURRENT = dict(
     _MIN_NEIGHBORS=faces._MIN_NEIGHBORS,
     max_side=faces.DETECT_MAX_SIDE,
 )
-PREVIOUS = dict(
-    CASCADE_FILE="haarcascade_frontalface_default.xml",
-    COARSE_MAX_SIDE=320,
-    _MIN_FACE=30,
-    _SCALE_FACTOR=1.2,
-    _MIN_NEIGHBORS=5,
-    max_side=320,
-)
+PREVIOUS = {**CURRENT, "DETECTORS": ("haar",)}
+LABELS = {"current": "BlazeFace, then the Haar cascade", "previous": "the Haar cascade alone"}
 
 
 def use(settings: dict) -> int:
@@ -143,7 +138,7 @@ def main() -> None:
     use(CURRENT)
     for label in ("current", "previous"):
         r = results[label]
-        print(f"\n{label} settings:")
+        print(f"\n{LABELS[label]}:")
         if scenes:
             print(f"  FER2013 faces pasted on scenes found: {r['scenes']}/{len(scenes)}")
         print(f"  five-face images ({', '.join(grids)}): {r['grids']} faces found")

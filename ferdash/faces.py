@@ -1,15 +1,22 @@
 """Finding the face in a photo and cutting the square crop the model is fed.
 
-The detector is OpenCV's frontal-face Haar cascade ("alt2"), whose model file ships inside
-the ``opencv-python-headless`` wheel (``cv2.data.haarcascades``): nothing to download, about
-10 ms per portrait photo on a CPU, and good enough at finding the roughly frontal,
-well-lit faces an expression classifier trained on FER2013 can read anyway. Detection
-is most of an upload's cost (profiled: ~80% of decode-to-probabilities), hence the
-coarse-then-fine search in :func:`detect_faces`.
+Two detectors, fastest first:
+
+1. MediaPipe's BlazeFace short-range network (:mod:`ferdash.blazeface`, a 229 kB model
+   that ships with the app, run by TensorFlow Lite): about 1.5 ms for any photo, finds
+   faces that fill a good part of the frame (portraits, selfies), also turned or tilted.
+2. Only when it finds nothing: OpenCV's frontal-face Haar cascade ("alt2"), whose model
+   file ships inside the ``opencv-python-headless`` wheel, searching a coarse copy and then
+   a finer one (:func:`detect_faces`) for the smaller faces of group photos and wide shots.
+   It is also what runs when TensorFlow Lite is unavailable.
+
+Detection was most of an upload's cost (profiled: ~80% of decode-to-probabilities with
+the cascade alone); ``benchmarks/bench_detection.py`` measures both detectors.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +27,9 @@ import numpy as np
 from .imaging import shrink_to_max_side
 
 CASCADE_FILE = "haarcascade_frontalface_alt2.xml"
+
+#: The detectors tried in turn until one finds a face (benchmarks switch them).
+DETECTORS: tuple[str, ...] = ("blazeface", "haar")
 
 #: The detector searches twice at most. First a coarse copy whose long side is at most
 #: this: in a portrait or selfie the face is large, and a 200-px copy finds it for about
@@ -52,6 +62,7 @@ _MIN_NEIGHBORS = 3
 # One classifier per thread: CascadeClassifier keeps per-call scratch state, and uploads
 # of different sessions are analysed in parallel worker threads.
 _local = threading.local()
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,11 +121,51 @@ def _search(
 def detect_faces(grey: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> list[FaceBox]:
     """Faces in a greyscale uint8 image, largest first, in ``grey``'s coordinates.
 
-    Faces at least ~1/8 of the long side are found by the coarse search; only when there
-    are none is a finer copy searched for smaller ones. So in a photo with one large face
-    and other small ones, the small ones are not counted (the largest is what is classified).
+    The first detector of :data:`DETECTORS` that finds any face decides. BlazeFace sees
+    faces of about 1/6 of the long side and up; the cascade's coarse search ~1/8, its
+    finer search (only when the coarse one finds nothing) smaller ones. So in a photo with
+    one large face and other small ones, the small ones are not counted (the largest is
+    what is classified).
     """
     grey = np.asarray(grey, dtype=np.uint8)
+    for detector in DETECTORS:
+        found = _blazeface_faces(grey) if detector == "blazeface" else _haar_faces(grey, max_side)
+        if found:
+            return sorted(found, key=lambda b: b.area, reverse=True)
+    return []
+
+
+_blazeface_failed: str | None = None
+
+
+def _blazeface_faces(grey: np.ndarray) -> list[FaceBox]:
+    global _blazeface_failed
+    if _blazeface_failed is not None or min(grey.shape[:2]) < _MIN_FACE:
+        return []
+    from . import blazeface
+
+    try:
+        frame, side, left, top = blazeface.square_frame(grey)
+        found = blazeface.detect(frame)
+    except blazeface.DetectorUnavailable as exc:
+        # Once per process: the cascade does the work from now on.
+        _blazeface_failed = str(exc)
+        logger.warning("BlazeFace face detector unavailable, using the Haar cascade: %s", exc)
+        return []
+    height, width = grey.shape[:2]
+    boxes = []
+    for d in found:
+        # Back from the padded square frame; clipped to the image, as the cascade's are.
+        x0 = max(0, int(round(d.xmin * side - left)))
+        y0 = max(0, int(round(d.ymin * side - top)))
+        x1 = min(width, int(round((d.xmin + d.width) * side - left)))
+        y1 = min(height, int(round((d.ymin + d.height) * side - top)))
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            boxes.append(FaceBox(x=x0, y=y0, w=x1 - x0, h=y1 - y0))
+    return boxes
+
+
+def _haar_faces(grey: np.ndarray, max_side: int) -> list[FaceBox]:
     coarse = min(COARSE_MAX_SIDE, max_side)
     found, scale = _search(grey, coarse)
     if not found and max_side > coarse:
@@ -134,7 +185,6 @@ def detect_faces(grey: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> list[Face
         )
         for (x, y, w, h) in found
     ]
-    boxes.sort(key=lambda b: b.area, reverse=True)
     return boxes
 
 

@@ -1,0 +1,194 @@
+"""MediaPipe's BlazeFace short-range face detector, run with the TensorFlow Lite interpreter.
+
+The model file (``data/blazeface_short_range.tflite``, 229 kB, Apache-2.0, see
+``data/NOTICE``) is Google MediaPipe's "face_detection_short_range" network: one 128x128
+RGB frame in, 896 anchor boxes with a face score each out, about 1 ms on one CPU core. It
+was trained on faces within about 2 m of a phone's camera, i.e. faces that fill a good part
+of the frame (portraits, selfies, the photos people upload to an expression app), and it
+finds those faces several times faster than OpenCV's Haar cascades and at more angles.
+Small faces in large scenes are beyond it; :mod:`ferdash.faces` searches for those with
+the cascades when this finds nothing.
+
+Decoding follows MediaPipe's own graph for this model (SSD anchors of strides 8 and 16,
+box offsets in input pixels relative to the anchor centres, sigmoid scores, weighted
+non-maximum suppression), written with numpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+MODEL_FILE = Path(__file__).with_name("data") / "blazeface_short_range.tflite"
+#: Checked before the file reaches the interpreter: TensorFlow Lite does not validate a
+#: model's flatbuffer, and a damaged one crashes the whole process instead of raising.
+MODEL_SHA256 = "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"
+
+INPUT_SIDE = 128
+#: Above MediaPipe's 0.5: scikit-image's cat and coffee cup score 0.54 and 0.49, the
+#: photos of faces used in the tests and benchmarks 0.68-0.85, and a face scored lower
+#: is still searched for by the Haar cascade (ferdash.faces), which sees no face in those.
+MIN_SCORE = 0.6
+#: Boxes overlapping more than this are one face (MediaPipe's value).
+NMS_IOU = 0.3
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A face in the detector's square frame, coordinates as fractions of its side."""
+
+    xmin: float
+    ymin: float
+    width: float
+    height: float
+    score: float
+
+
+def _anchor_centres() -> np.ndarray:
+    """(896, 2) anchor centres (x, y) as fractions of the input side.
+
+    MediaPipe's SsdAnchorsCalculator options for this model: four layers of strides
+    8, 16, 16, 16, two anchors per layer and cell, fixed anchor size (so only the centres
+    matter). Layers of equal stride share one grid: 16x16 cells x 2 anchors, then 8x8
+    cells x 6 anchors.
+    """
+    centres = []
+    for stride, per_cell in ((8, 2), (16, 6)):
+        cells = INPUT_SIDE // stride
+        ys, xs = np.mgrid[0:cells, 0:cells]
+        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 2)
+        centres.append(np.repeat(grid, per_cell, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+_ANCHORS = _anchor_centres()
+_local = threading.local()
+
+
+class DetectorUnavailable(RuntimeError):
+    """TensorFlow Lite or the model file is missing: callers fall back to other detectors."""
+
+
+def _interpreter():
+    # One interpreter per thread: an Interpreter's tensors are not safe to share, and
+    # uploads of different sessions are analysed in parallel worker threads.
+    interpreter = getattr(_local, "interpreter", None)
+    if interpreter is None:
+        interpreter = _new_interpreter()
+        interpreter.allocate_tensors()
+        inputs = interpreter.get_input_details()[0]
+        outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+        _local.interpreter = interpreter
+        _local.io = (inputs["index"], outputs["regressors"], outputs["classificators"])
+    return interpreter
+
+
+def _new_interpreter():
+    # LiteRT (ai-edge-litert) is the interpreter's new home; TensorFlow 2.21 still
+    # carries the old one, deprecated, and is a dependency anyway.
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            import tensorflow as tf
+
+            Interpreter = tf.lite.Interpreter  # lazily loaded: not importable by name
+        except (ImportError, AttributeError) as exc:
+            raise DetectorUnavailable(f"no TensorFlow Lite interpreter: {exc}") from exc
+    try:
+        content = MODEL_FILE.read_bytes()
+    except OSError as exc:
+        raise DetectorUnavailable(f"{MODEL_FILE} cannot be read: {exc}") from exc
+    if hashlib.sha256(content).hexdigest() != MODEL_SHA256:
+        raise DetectorUnavailable(f"{MODEL_FILE} is damaged (its SHA-256 differs)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation notice, once per thread
+        try:
+            # The bytes that were checked, not the path: the file could change meanwhile.
+            return Interpreter(model_content=content, num_threads=1)
+        except Exception as exc:  # an interpreter that refuses the model
+            raise DetectorUnavailable(f"{MODEL_FILE} cannot be loaded: {exc}") from exc
+
+
+def square_frame(grey: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+    """``grey`` padded to a square (centred, black borders) and resized to the input side.
+
+    Returns the frame and, to map boxes back, the square's side and the padding added
+    on the left and at the top.
+    """
+    height, width = grey.shape[:2]
+    side = max(height, width)
+    left, top = (side - width) // 2, (side - height) // 2
+    square = cv2.copyMakeBorder(
+        np.ascontiguousarray(grey, dtype=np.uint8),
+        top,
+        side - height - top,
+        left,
+        side - width - left,
+        cv2.BORDER_CONSTANT,
+        value=0,
+    )
+    interpolation = cv2.INTER_AREA if side > INPUT_SIDE else cv2.INTER_LINEAR
+    frame = cv2.resize(square, (INPUT_SIDE, INPUT_SIDE), interpolation=interpolation)
+    return frame, side, left, top
+
+
+def detect(frame: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:
+    """Faces in a 128x128 greyscale ``frame``, highest score first."""
+    interpreter = _interpreter()
+    input_index, boxes_index, scores_index = _local.io
+    # The network takes RGB in [-1, 1]; a grey frame is the same value in all three.
+    x = (frame.astype(np.float32) / 127.5 - 1.0)[None, :, :, None]
+    interpreter.set_tensor(input_index, np.repeat(x, 3, axis=-1))
+    interpreter.invoke()
+    raw_boxes = interpreter.get_tensor(boxes_index)[0]
+    raw_scores = interpreter.get_tensor(scores_index)[0, :, 0]
+    scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores.astype(np.float64), -100.0, 100.0)))
+    keep = np.flatnonzero(scores >= min_score)
+    if keep.size == 0:
+        return []
+    offsets = raw_boxes[keep, :4] / INPUT_SIDE
+    centres = _ANCHORS[keep] + offsets[:, :2]
+    sizes = offsets[:, 2:4]
+    corners = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1)
+    return _weighted_nms(corners, scores[keep])
+
+
+def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    lo = np.maximum(box[:2], others[:, :2])
+    hi = np.minimum(box[2:], others[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    area = np.prod(box[2:] - box[:2])
+    areas = np.prod(others[:, 2:] - others[:, :2], axis=1)
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def _weighted_nms(corners: np.ndarray, scores: np.ndarray) -> list[Detection]:
+    """MediaPipe's weighted NMS: each face is the score-weighted mean of its overlapping boxes."""
+    order = np.argsort(-scores)
+    corners, scores = corners[order], scores[order]
+    remaining = np.ones(len(scores), dtype=bool)
+    found = []
+    for i in range(len(scores)):
+        if not remaining[i]:
+            continue
+        overlap = remaining & (_iou(corners[i], corners) > NMS_IOU)
+        weights = scores[overlap]
+        box = (corners[overlap] * weights[:, None]).sum(axis=0) / weights.sum()
+        remaining &= ~overlap
+        found.append(
+            Detection(
+                xmin=float(box[0]),
+                ymin=float(box[1]),
+                width=float(box[2] - box[0]),
+                height=float(box[3] - box[1]),
+                score=float(scores[i]),
+            )
+        )
+    return found

@@ -1,0 +1,148 @@
+"""The BlazeFace detector: what it finds, where it puts the box, and the cascade fallback."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from ferdash import blazeface, faces, imaging
+
+
+def _iou(a: faces.FaceBox, b: faces.FaceBox) -> float:
+    ix = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    inter = ix * iy
+    return inter / (a.area + b.area - inter)
+
+
+def _grey(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(image).convert("L")
+
+
+@pytest.fixture()
+def astronaut() -> Image.Image:
+    return _grey(data.astronaut())
+
+
+@pytest.fixture()
+def fresh_detector_state():
+    """Forget the per-thread interpreter and any earlier 'unavailable' verdict, before and after."""
+
+    def reset() -> None:
+        faces._blazeface_failed = None
+        blazeface._local = threading.local()
+
+    reset()
+    yield
+    reset()
+
+
+def test_anchors_follow_mediapipe_layout() -> None:
+    anchors = blazeface._ANCHORS
+    assert anchors.shape == (896, 2)
+    # Stride 8: 16x16 cells, two anchors each, centred in their cell.
+    np.testing.assert_allclose(anchors[0], anchors[1])
+    np.testing.assert_allclose(anchors[0], [0.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(anchors[511], [15.5 / 16, 15.5 / 16])
+    # Stride 16: 8x8 cells, six anchors each.
+    np.testing.assert_allclose(anchors[512:518], [[0.5 / 8, 0.5 / 8]] * 6)
+    np.testing.assert_allclose(anchors[-1], [7.5 / 8, 7.5 / 8])
+
+
+def test_finds_the_astronaut_where_the_cascade_does(astronaut: Image.Image) -> None:
+    grey = np.asarray(astronaut)
+    frame, side, left, top = blazeface.square_frame(grey)
+    assert frame.shape == (128, 128) and (side, left, top) == (512, 0, 0)
+    detections = blazeface.detect(frame)
+    assert len(detections) == 1 and detections[0].score >= blazeface.MIN_SCORE
+    (box,) = faces._blazeface_faces(grey)
+    (haar,) = faces._haar_faces(grey, faces.DETECT_MAX_SIDE)
+    assert _iou(box, haar) > 0.6
+    assert faces.detect_faces(grey) == [box]  # the fast detector decided, not the cascade
+
+
+@pytest.mark.parametrize("angle", [25, 35, 45])
+def test_finds_tilted_faces_the_cascade_misses(astronaut: Image.Image, angle: int) -> None:
+    tilted = np.asarray(astronaut.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=128))
+    assert faces._haar_faces(tilted, faces.DETECT_MAX_SIDE) == []
+    (box,) = faces.detect_faces(tilted)
+    # The face turned about the image centre (256, 256): its box centre moved left and down.
+    cx, cy = box.x + box.w / 2, box.y + box.h / 2
+    assert 120 < cx < 230 and 120 < cy < 260 and 70 < box.w < 130
+
+
+@pytest.mark.parametrize(
+    "canvas, at",
+    [((700, 300), (400, 20)), ((300, 700), (20, 400)), ((700, 300), (20, 20))],
+    ids=["wide-right", "tall-bottom", "wide-left"],
+)
+def test_boxes_come_back_in_the_uploaded_image_coordinates(
+    astronaut: Image.Image, canvas: tuple[int, int], at: tuple[int, int]
+) -> None:
+    head = astronaut.crop((100, 0, 360, 260))
+    image = Image.new("L", canvas, 90)
+    image.paste(head, at)
+    grey = np.asarray(image)
+    (box,) = faces._blazeface_faces(grey)
+    (haar,) = faces._haar_faces(grey, faces.DETECT_MAX_SIDE)
+    assert _iou(box, haar) > 0.5
+    assert 0 <= box.x and box.x + box.w <= canvas[0] and 0 <= box.y and box.y + box.h <= canvas[1]
+
+
+@pytest.mark.parametrize("name", ["coffee", "chelsea", "rocket"])
+def test_no_face_in_photos_without_one(name: str) -> None:
+    grey = np.asarray(_grey(getattr(data, name)()))
+    assert faces._blazeface_faces(grey) == []
+    assert faces.detect_faces(grey) == []
+
+
+def test_small_faces_are_left_to_the_cascade() -> None:
+    # Five 210-px heads on a 660x440 canvas: each too small in BlazeFace's 128-px frame.
+    from hostile_corpus import five_faces
+
+    grey = imaging.decode_image(five_faces()).grey
+    assert faces._blazeface_faces(grey) == []
+    assert len(faces.detect_faces(grey)) == 5
+
+
+def test_parallel_threads_get_the_same_boxes(astronaut: Image.Image) -> None:
+    images = [
+        np.asarray(astronaut.rotate(angle, fillcolor=128)) for angle in (0, 10, 20, 30)
+    ] * 4
+    expected = [faces.detect_faces(g) for g in images]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(faces.detect_faces, images)) == expected
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_without_the_model_the_cascade_takes_over(
+    astronaut: Image.Image, tmp_path, monkeypatch, caplog, fresh_detector_state, damage: str
+) -> None:
+    model = tmp_path / "blazeface_short_range.tflite"
+    if damage == "corrupt":
+        model.write_bytes(blazeface.MODEL_FILE.read_bytes()[:5000])
+    monkeypatch.setattr(blazeface, "MODEL_FILE", model)
+    grey = np.asarray(astronaut)
+    with caplog.at_level("WARNING", logger="ferdash.faces"):
+        first = faces.detect_faces(grey)
+        second = faces.detect_faces(grey)
+    assert first == second == faces._haar_faces(grey, faces.DETECT_MAX_SIDE) != []
+    warnings = [r for r in caplog.records if "BlazeFace" in r.getMessage()]
+    assert len(warnings) == 1  # said once, not per upload
+    assert faces._blazeface_failed
+
+
+def test_the_model_file_ships_with_its_licence() -> None:
+    folder = blazeface.MODEL_FILE.parent
+    assert blazeface.MODEL_FILE.stat().st_size == 229_032
+    notice = (folder / "NOTICE").read_text()
+    import hashlib
+
+    digest = hashlib.sha256(blazeface.MODEL_FILE.read_bytes()).hexdigest()
+    assert digest in notice and "Apache License" in notice
+    assert "Apache License" in (folder / "LICENSE-APACHE-2.0").read_text()
