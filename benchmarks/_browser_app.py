@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from PIL import Image
+from playwright.sync_api import Browser, Page
 from skimage import data
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +108,7 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=system_chromium(), args=args)
 
 
-def open_app_page(browser, url: str, timeout_ms: int = 60_000):
+def open_app_page(browser: Browser, url: str, timeout_ms: int = 60_000) -> Page:
     """A new tab on the app, returned once the run selector lists the runs."""
     page = browser.new_page()
     page.goto(url)

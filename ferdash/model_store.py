@@ -100,7 +100,6 @@ def get_loaded_run(info: RunInfo) -> LoadedRun:
                     for old in [k for k in _entries if k[0] == key[0] and k != key]:
                         _forget(old)
                     _entries[key] = entry
-                    _entries.move_to_end(key)  # the newest: last in the order
                     _evict(config.max_loaded_models())
     if isinstance(entry, ModelLoadError):
         raise entry

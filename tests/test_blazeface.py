@@ -102,7 +102,8 @@ def test_no_face_in_photos_without_one(name: str) -> None:
 
 
 def test_small_faces_are_left_to_the_cascade() -> None:
-    # Five 210-px heads on a 660x440 canvas: each too small in BlazeFace's 128-px frame.
+    # Five faces of ~80 px (in 210-px tiles) on a 660x440 canvas: ~15 px in BlazeFace's
+    # 128-px frame, too small for it.
     from hostile_corpus import five_faces
 
     grey = imaging.decode_image(five_faces()).grey
@@ -146,3 +147,40 @@ def test_the_model_file_ships_with_its_licence() -> None:
     digest = hashlib.sha256(blazeface.MODEL_FILE.read_bytes()).hexdigest()
     assert digest in notice and "Apache License" in notice
     assert "Apache License" in (folder / "LICENSE-APACHE-2.0").read_text()
+
+
+def test_boxes_without_area_are_dropped_not_averaged_into_nan(monkeypatch) -> None:
+    raw_scores = np.full((1, 896, 1), -50.0, dtype=np.float32)
+    raw_scores[0, 100, 0] = raw_scores[0, 101, 0] = 5.0
+    raw_boxes = np.zeros((1, 896, 16), dtype=np.float32)
+    raw_boxes[0, 101, 2:4] = 40.0  # a 40-px box at anchor 101; anchor 100's has no area
+
+    class FakeInterpreter:
+        def set_tensor(self, index, value) -> None:
+            pass
+
+        def invoke(self) -> None:
+            pass
+
+        def get_tensor(self, index):
+            return raw_boxes if index == "boxes" else raw_scores
+
+    monkeypatch.setattr(blazeface, "_interpreter", lambda: FakeInterpreter())
+    monkeypatch.setattr(blazeface._local, "io", ("input", "boxes", "scores"), raising=False)
+    (only,) = blazeface.detect(np.zeros((128, 128), np.uint8))
+    assert np.isfinite([only.xmin, only.ymin, only.width, only.height]).all()
+    assert only.width == pytest.approx(40 / 128)
+
+
+def test_a_detector_error_on_one_image_leaves_it_to_the_cascade(
+    astronaut: Image.Image, monkeypatch, caplog, fresh_detector_state
+) -> None:
+    def broken(frame, min_score=blazeface.MIN_SCORE):
+        raise RuntimeError("interpreter failed")
+
+    monkeypatch.setattr(blazeface, "detect", broken)
+    grey = np.asarray(astronaut)
+    with caplog.at_level("ERROR", logger="ferdash.faces"):
+        assert faces.detect_faces(grey) == faces._haar_faces(grey, faces.DETECT_MAX_SIDE) != []
+    assert "BlazeFace failed" in caplog.text
+    assert faces._blazeface_failed is None  # one bad image does not switch it off

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -264,13 +265,22 @@ def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "run"
     # An unfinished run as a kill leaves it: run.json without 'finished', a backup.
     write_run_info(out, ["happy", "sad"], [SIZE, SIZE], architecture="fernet", batch_size=16,
-                   augment=True, seed=1234, finished=None)
+                   augment=True, seed=1234, init_from=None, learning_rate=None, finished=None)
     (out / "backup").mkdir()
     with h5py.File(out / "backup" / "latest.weights.h5", "w") as f:
         f["x"] = np.zeros(1)
     (out / "backup" / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
     with pytest.raises(TrainingError, match="other settings.*batch_size"):
         run_training(_config(data, out, batch_size=8), log=lambda *_: None)
+    # Weights seeded from elsewhere, or another starting rate, are another run too.
+    with pytest.raises(TrainingError, match="other settings.*learning_rate"):
+        run_training(_config(data, out, batch_size=16, learning_rate=1e-4), log=lambda *_: None)
+    donor = tmp_path / "donor"
+    write_run_info(donor, ["happy", "sad"], [SIZE, SIZE], architecture="fernet")
+    with zipfile.ZipFile(donor / "model.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+    with pytest.raises(TrainingError, match="other settings.*init_from"):
+        run_training(_config(data, out, batch_size=16, init_from=str(donor)), log=lambda *_: None)
 
 
 # --- fast unit tests of the resume helpers -------------------------------------------
@@ -474,7 +484,7 @@ def test_init_from_refuses_a_run_it_cannot_seed_from(dataset: Path, tmp_path: Pa
         from ferdash.rundir import write_run_info
 
         path.mkdir()
-        write_run_info(path, list(CLASSES), (size, size), architecture=arch)
+        write_run_info(path, list(CLASSES), (size, size), **({"architecture": arch} if arch else {}))
         (path / "model.keras").write_bytes(b"not a model")
         return path
 
@@ -485,6 +495,7 @@ def test_init_from_refuses_a_run_it_cannot_seed_from(dataset: Path, tmp_path: Pa
         "its input is 48x48": write_run(tmp_path / "big", "fernet", 48),
         "not a run directory": tmp_path / "missing",
         "not a Keras .keras archive": write_run(tmp_path / "broken", "fernet", SIZE),
+        "records no architecture": write_run(tmp_path / "unnamed", None, SIZE),
     }
     for message, source in cases.items():
         out = tmp_path / f"out-{source.name}"
@@ -492,3 +503,8 @@ def test_init_from_refuses_a_run_it_cannot_seed_from(dataset: Path, tmp_path: Pa
         err = capsys.readouterr().err
         assert message in err and "--init-from" in err, err
         assert not (out / "model.keras").exists()
+
+    # Seeding a run from itself.
+    itself = write_run(tmp_path / "itself", "fernet", SIZE)
+    assert main([*base, "--out", str(itself), "--init-from", str(itself)]) == 2
+    assert "is the run being trained" in capsys.readouterr().err

@@ -127,12 +127,12 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
 
     donor = None
     if cfg.init_from:
+        if Path(cfg.init_from).resolve() == out.resolve():
+            raise TrainingError(f"--init-from {cfg.init_from} is the run being trained")
         try:
             donor = warm_start.check_source(cfg.init_from, cfg.arch, size)
         except warm_start.WarmStartError as exc:
             raise TrainingError(str(exc)) from exc
-        if donor.path.resolve() == out.resolve():
-            raise TrainingError(f"--init-from {cfg.init_from} is the run being trained")
 
     backup_dir = out / BACKUP_DIR
     if cfg.overwrite:
@@ -178,6 +178,10 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         "augment": augment,
         "batch_size": cfg.batch_size,
         "seed": cfg.seed,
+        # Part of what a run is: a resume with another seed run or starting rate would
+        # record weights or a rate that the backup does not hold.
+        "init_from": cfg.init_from,
+        "learning_rate": cfg.learning_rate,
     }
     if has_backup:
         _check_same_run(out, identity)  # Before anything of the old run is touched.
@@ -261,8 +265,6 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         "skipped_images": sum(len(s.bad) for s in data.scans),
         "limit_per_class": cfg.limit_per_class,
         "tta": cfg.tta,
-        "init_from": cfg.init_from,
-        "learning_rate": cfg.learning_rate,
         **versions,
         "command": " ".join(cfg.command),
         "finished": None,

@@ -12,6 +12,7 @@ has the same classes in the same order; otherwise it starts fresh.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,11 @@ def check_source(
     except Exception as exc:
         raise WarmStartError(f"--init-from {source_dir}: not a run directory ({exc})") from exc
     source_arch = info.meta.get("architecture")
+    if source_arch is None:
+        raise WarmStartError(
+            f"--init-from {source_dir}: its run.json records no architecture, so it cannot "
+            "be matched layer by layer"
+        )
     if source_arch != arch:
         raise WarmStartError(
             f"--init-from {source_dir}: it is a {source_arch!r} run; only a {arch!r} run "
@@ -69,6 +75,11 @@ def check_source(
         )
     if not info.model_path.is_file():
         raise WarmStartError(f"--init-from {source_dir}: it has no model.keras")
+    # Cheap now, before the data is read: the full load comes once the model is built.
+    if not zipfile.is_zipfile(info.model_path):
+        raise WarmStartError(
+            f"--init-from {source_dir}: its model.keras is not a Keras .keras archive"
+        )
     return info
 
 
