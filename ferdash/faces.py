@@ -76,6 +76,8 @@ class FaceBox:
     y: int
     w: int
     h: int
+    #: Which detector found it ("blazeface" or "haar"): the Predict card says so.
+    detector: str = "haar"
 
     @property
     def area(self) -> int:
@@ -168,7 +170,7 @@ def _blazeface_faces(grey: np.ndarray) -> list[FaceBox]:
         x1 = min(width, int(round((d.xmin + d.width) * side - left)))
         y1 = min(height, int(round((d.ymin + d.height) * side - top)))
         if x1 - x0 >= 2 and y1 - y0 >= 2:
-            boxes.append(FaceBox(x=x0, y=y0, w=x1 - x0, h=y1 - y0))
+            boxes.append(FaceBox(x=x0, y=y0, w=x1 - x0, h=y1 - y0, detector="blazeface"))
     return boxes
 
 

@@ -41,13 +41,24 @@ def top_class_text(classes: Sequence[str], probs: Sequence[float]) -> str:
     return f"Top expression: {label} ({percent(probability)}%)"
 
 
-def faces_text(faces_found: int, tight_crop: bool, classified: bool = True) -> str:
-    """What the detector did, in one line (``classified``: whether a model then ran)."""
+DETECTOR_NAMES = {"blazeface": "BlazeFace", "haar": "the Haar cascade"}
+
+
+def faces_text(
+    faces_found: int, tight_crop: bool, classified: bool = True, detector: str | None = None
+) -> str:
+    """What the detector did, in one line (``classified``: whether a model then ran).
+
+    ``detector`` (see :class:`ferdash.faces.FaceBox`) is named when given: the two find
+    different faces (BlazeFace tilted and turned ones, the cascade small ones), which is
+    worth knowing when a crop looks wrong.
+    """
     verb = "classified" if classified else "used"
     if tight_crop:
         return f"Small image taken as a face crop: {verb} whole."
     if faces_found == 0:
         return f"No face found: the whole image was {verb}."
+    by = f" by {DETECTOR_NAMES.get(detector, detector)}" if detector else ""
     if faces_found == 1:
-        return "1 face found."
-    return f"{faces_found} faces found: the largest was {verb}."
+        return f"1 face found{by}."
+    return f"{faces_found} faces found{by}: the largest was {verb}."

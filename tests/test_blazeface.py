@@ -64,6 +64,7 @@ def test_finds_the_astronaut_where_the_cascade_does(astronaut: Image.Image) -> N
     (haar,) = faces._haar_faces(grey, faces.DETECT_MAX_SIDE)
     assert _iou(box, haar) > 0.6
     assert faces.detect_faces(grey) == [box]  # the fast detector decided, not the cascade
+    assert box.detector == "blazeface" and haar.detector == "haar"
 
 
 @pytest.mark.parametrize("angle", [25, 35, 45])

@@ -117,6 +117,11 @@ def test_top_class_and_faces_text() -> None:
     assert wording.faces_text(3, False) == "3 faces found: the largest was classified."
     assert "face crop" in wording.faces_text(0, True)
     assert wording.faces_text(0, False, classified=False) == "No face found: the whole image was used."
+    assert wording.faces_text(1, False, detector="blazeface") == "1 face found by BlazeFace."
+    assert (
+        wording.faces_text(5, False, detector="haar")
+        == "5 faces found by the Haar cascade: the largest was classified."
+    )
 
 
 def test_probability_bar_chart() -> None:

@@ -613,7 +613,10 @@ def _result_card(
     if prepared.multi_frame:
         details += ", first frame"
     faces_line = wording.faces_text(
-        prepared.faces_found, prepared.tight_crop, classified=result.probs is not None
+        prepared.faces_found,
+        prepared.tight_crop,
+        classified=result.probs is not None,
+        detector=prepared.box.detector if prepared.box else None,
     )
     preview_uri, crop_uri = images or _card_images(result) or ("", "")
     crop_caption = f"Model input {prepared.crop.shape[1]} x {prepared.crop.shape[0]}"
