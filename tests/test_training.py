@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -474,6 +475,26 @@ def test_init_from_seeds_a_class_subset_with_the_source_features(
     )
     assert not np.allclose(
         _first_conv_kernel(load_keras_model(fresh / "model.keras")), _first_conv_kernel(donor), atol=1e-6
+    )
+
+    # A resumed run takes its weights from its own backup, never again from the seed run:
+    # crash after one epoch, put another network in the seed run's place, resume.
+    import keras
+
+    class CrashAtEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise _Crash("simulated crash")
+
+    resumed = tmp_path / "resumed"
+    settings = dict(epochs=2, classes=["happy", "sad"], init_from=str(source), learning_rate=1e-12)
+    with pytest.raises(_Crash):
+        run_training(_config(dataset, resumed, **settings, extra_callbacks=[CrashAtEpoch()]), **quiet)
+    shutil.copy(fresh / "model.keras", source / "model.keras")
+    run_training(_config(dataset, resumed, **settings), **quiet)
+    assert read_run_info(resumed).meta["epochs_completed"] == 2
+    np.testing.assert_allclose(
+        _first_conv_kernel(load_keras_model(resumed / "model.keras")), _first_conv_kernel(donor), atol=1e-6
     )
 
 
