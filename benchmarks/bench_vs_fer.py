@@ -2,7 +2,7 @@
 
     pip install --no-deps --target .bench-deps/fer fer     # once; .bench-deps/ is git-ignored
     pip install "opencv-python-headless<5" requests setuptools  # fer's light dependencies
-    python benchmarks/bench_vs_fer.py [--runs 60] [--model models/r_parity]
+    python benchmarks/bench_vs_fer.py [--runs 60] [--model models/fer7]
 
 Why ``--no-deps``: fer's declared dependencies pull in PyTorch (for MTCNN) and video tools
 (moviepy, ffmpeg) that its Haar-cascade mode never uses. The script finds fer in
@@ -120,7 +120,8 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=60, help="timed rounds per photo (median reported)")
-    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "r_parity")
+    # The app's default seven-class model, with its flip TTA: fer answers seven classes too.
+    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "fer7")
     parser.add_argument("--faces", type=int, default=1000, help="faces in the batch measurement")
     args = parser.parse_args()
 
