@@ -19,7 +19,6 @@ TensorFlow is imported only when the first model is loaded (inside
 from __future__ import annotations
 
 import threading
-import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -148,12 +147,6 @@ def _load(info: RunInfo) -> LoadedRun:
         raise ModelLoadError(
             f"run.json of {info.name} asks for test-time augmentation {tta!r}; "
             f"known: {', '.join(str(m) for m in TTA_MODES if m)} or none"
-        )
-    if info.model_path.is_file() and not zipfile.is_zipfile(info.model_path):
-        # Keras reports a non-zip file as "File not found", which misleads; say what it is.
-        raise ModelLoadError(
-            f"cannot load {info.model_path}: the file is corrupt or truncated "
-            "(not a Keras .keras archive)"
         )
     model = load_keras_model(info.model_path)
     height, width = info.input_size

@@ -29,11 +29,7 @@ def load_keras_model(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path.name} is missing in {path.parent}")
-    if not zipfile.is_zipfile(path):
-        # Keras reports a non-zip file as "File not found", which misleads; say what it is.
-        raise ModelLoadError(
-            f"cannot load {path}: the file is corrupt or truncated (not a Keras .keras archive)"
-        )
+    check_keras_archive(path)
     import keras  # Deferred: importing TensorFlow costs seconds the UI need not wait for.
 
     try:
@@ -43,6 +39,18 @@ def load_keras_model(path: str | Path) -> Any:
         if "safe_mode" in str(exc) or "Lambda" in str(exc):
             reason = "it needs unsafe deserialisation (e.g. a Lambda layer), which is refused"
         raise ModelLoadError(f"cannot load {path}: {reason}") from exc
+
+
+def check_keras_archive(path: Path) -> None:
+    """Raise :class:`ModelLoadError` unless ``path`` is a zip file, as every ``.keras`` is.
+
+    Cheap (no TensorFlow import), so callers can refuse a bad file before costly work;
+    and Keras itself reports a non-zip file as "File not found", which misleads.
+    """
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(
+            f"cannot load {path}: the file is corrupt or truncated (not a Keras .keras archive)"
+        )
 
 
 def compiled_predictor(

@@ -12,7 +12,6 @@ has the same classes in the same order; otherwise it starts fresh.
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,10 +75,12 @@ def check_source(
     if not info.model_path.is_file():
         raise WarmStartError(f"--init-from {source_dir}: it has no model.keras")
     # Cheap now, before the data is read: the full load comes once the model is built.
-    if not zipfile.is_zipfile(info.model_path):
-        raise WarmStartError(
-            f"--init-from {source_dir}: its model.keras is not a Keras .keras archive"
-        )
+    from ferdash.predictor import ModelLoadError, check_keras_archive
+
+    try:
+        check_keras_archive(info.model_path)
+    except ModelLoadError as exc:
+        raise WarmStartError(f"--init-from {source_dir}: {exc}") from exc
     return info
 
 
