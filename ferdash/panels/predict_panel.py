@@ -618,7 +618,8 @@ def _result_card(
         classified=result.probs is not None,
         detector=prepared.box.detector if prepared.box else None,
     )
-    preview_uri, crop_uri = images or _card_images(result) or ("", "")
+    # Encoded in the worker with the analysis (_card_images), never here on the event loop.
+    preview_uri, crop_uri = images or ("", "")
     crop_caption = f"Model input {prepared.crop.shape[1]} x {prepared.crop.shape[0]}"
     if prepared.whole_image:
         crop_caption += " (whole image)"
