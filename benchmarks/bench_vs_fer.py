@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
-from ferdash import faces, imaging, inference, model_store  # noqa: E402
+from ferdash import imaging, inference, model_store  # noqa: E402
 from ferdash.rundir import read_run_info  # noqa: E402
 
 INSTALL_HINT = (

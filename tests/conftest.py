@@ -12,6 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The small apps browser tests start (``create_app_fixture``), and the environment they
+#: run with: this checkout importable without installing it, TensorFlow quiet.
+APPS = REPO_ROOT / "tests" / "apps"
+APP_ENV = {"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 # `playwright install` cannot download a browser on machines without internet, so prefer
 # the distribution's Chromium and fall back to Playwright's own build where that exists.

@@ -24,12 +24,11 @@ from shiny.run import ShinyAppProc
 from ferdash import inference, model_store
 from ferdash.rundir import FER2013_CLASSES, read_run_info
 
+from conftest import APP_ENV, APPS, REPO_ROOT
 from hostile_corpus import Case, build_corpus
 from tiny_runs import make_default_runs
 
 CORPUS = build_corpus()
-APPS = Path(__file__).resolve().parent / "apps"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +154,7 @@ def test_a_whole_upload_of_the_corpus_reads_only_the_server_paths(
 
 # --- In the browser ---------------------------------------------------------------
 
-_ENV = {"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-app = create_app_fixture(APPS / "predict_app.py", timeout_secs=120, env=_ENV)
+app = create_app_fixture(APPS / "predict_app.py", timeout_secs=120, env=APP_ENV)
 RESULT_TIMEOUT = 90_000
 
 

@@ -14,7 +14,6 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
@@ -23,12 +22,11 @@ from shiny.pytest import create_app_fixture
 from shiny.run import ShinyAppProc
 from skimage import data
 
+from conftest import APP_ENV, APPS
+
 pytestmark = pytest.mark.browser
 
-APPS = Path(__file__).resolve().parent / "apps"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-_ENV = {"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-app = create_app_fixture(APPS / "predict_app.py", timeout_secs=120, env=_ENV)
+app = create_app_fixture(APPS / "predict_app.py", timeout_secs=120, env=APP_ENV)
 
 USERS = 10
 ROUNDS = 4

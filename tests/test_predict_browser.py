@@ -15,14 +15,13 @@ from shiny.pytest import create_app_fixture
 from shiny.run import ShinyAppProc
 from skimage import data
 
+from conftest import APP_ENV, APPS
+
 pytestmark = pytest.mark.browser
 
-APPS = Path(__file__).resolve().parent / "apps"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-_ENV = {"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
-app = create_app_fixture(APPS / "predict_app.py", timeout_secs=120, env=_ENV)
-empty_app = create_app_fixture(APPS / "empty_app.py", timeout_secs=60, env=_ENV)
+app = create_app_fixture(APPS / "predict_app.py", timeout_secs=120, env=APP_ENV)
+empty_app = create_app_fixture(APPS / "empty_app.py", timeout_secs=60, env=APP_ENV)
 
 # Generous: the first upload loads TensorFlow and traces the model in the app process.
 RESULT_TIMEOUT = 60_000

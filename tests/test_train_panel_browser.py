@@ -9,7 +9,6 @@ first and second epoch, so that the cancel cannot race the (sub-second) epochs.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,12 +20,11 @@ from shiny.pytest import create_app_fixture
 from shiny.run import ShinyAppProc
 
 from ferdash.rundir import read_history, read_run_info
+from conftest import APP_ENV, APPS
 from trainingdata import make_dataset
 
 pytestmark = pytest.mark.browser
 
-APPS = Path(__file__).resolve().parent / "apps"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # One folder per test process, removed by the module fixture below.
 WORK = Path(tempfile.gettempdir()) / f"ferdash-train-panel-{os.getpid()}"
 RUNS = WORK / "runs"
@@ -34,8 +32,7 @@ DATA = WORK / "data"
 CLASSES = ("happy", "sad", "surprise")
 
 _ENV = {
-    "PYTHONPATH": str(REPO_ROOT),
-    "TF_CPP_MIN_LOG_LEVEL": "2",
+    **APP_ENV,
     "FERDASH_MODELS_DIR": str(RUNS),
 }
 app = create_app_fixture(APPS / "train_app.py", timeout_secs=60, env=_ENV)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import re
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -22,15 +21,12 @@ from shiny.playwright import controller
 from shiny.pytest import create_app_fixture
 from shiny.run import ShinyAppProc
 
-from conftest import system_chromium
+from conftest import APP_ENV, APPS, system_chromium
 
 pytestmark = pytest.mark.browser
 
-APPS = Path(__file__).resolve().parent / "apps"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-_ENV = {"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
-app = create_app_fixture(APPS / "predict_app.py", timeout_secs=120, env=_ENV)
+app = create_app_fixture(APPS / "predict_app.py", timeout_secs=120, env=APP_ENV)
 
 # The first snapshot loads TensorFlow and traces the model in the app process.
 RESULT_TIMEOUT = 60_000
