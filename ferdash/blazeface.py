@@ -6,8 +6,10 @@ RGB frame in, 896 anchor boxes with a face score each out, about 1 ms on one CPU
 was trained on faces within about 2 m of a phone's camera, i.e. faces that fill a good part
 of the frame (portraits, selfies, the photos people upload to an expression app), and it
 finds those faces several times faster than OpenCV's Haar cascades and at more angles.
-Small faces in large scenes are beyond it; :mod:`ferdash.faces` searches for those with
-the cascades when this finds nothing.
+Small faces in large scenes are beyond it. :func:`find_faces` therefore looks again, when
+the whole frame shows no face, in square windows of a wide or tall photo (a 1920x1080
+frame letterboxed into 128x128 shrinks a face 1.8 times more than a 1080x1080 window of
+it does); :mod:`ferdash.faces` searches with the cascades when even that finds nothing.
 
 Decoding follows MediaPipe's own graph for this model (SSD anchors of strides 8 and 16,
 box offsets in input pixels relative to the anchor centres, sigmoid scores, weighted
@@ -38,6 +40,25 @@ INPUT_SIDE = 128
 MIN_SCORE = 0.6
 #: Boxes overlapping more than this are one face (MediaPipe's value).
 NMS_IOU = 0.3
+
+
+#: A window step of half its side: every face at most half a window wide lies wholly
+#: inside one window.
+WINDOW_STEP = 0.5
+#: Photos closer to square than this are not searched again in windows: a window would
+#: enlarge their faces by less than a fifth.
+MIN_WINDOW_ASPECT = 1.2
+
+
+@dataclass(frozen=True)
+class PixelBox:
+    """A face in image pixels (corners), with its detector score."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
 
 
 @dataclass(frozen=True)
@@ -139,9 +160,80 @@ def square_frame(grey: np.ndarray) -> tuple[np.ndarray, int, int, int]:
         cv2.BORDER_CONSTANT,
         value=0,
     )
+    if side == INPUT_SIDE:
+        return square, side, left, top
     interpolation = cv2.INTER_AREA if side > INPUT_SIDE else cv2.INTER_LINEAR
     frame = cv2.resize(square, (INPUT_SIDE, INPUT_SIDE), interpolation=interpolation)
     return frame, side, left, top
+
+
+def windows(height: int, width: int) -> list[tuple[int, int, int]]:
+    """Square windows ``(x0, y0, side)`` of the short side along the long one.
+
+    Stepped by :data:`WINDOW_STEP` of a side, the last flush with the far edge; none for
+    a photo closer to square than :data:`MIN_WINDOW_ASPECT`.
+    """
+    side, long_side = min(height, width), max(height, width)
+    if side <= 0 or long_side < side * MIN_WINDOW_ASPECT:
+        return []
+    step = max(1, int(side * WINDOW_STEP))
+    starts = list(range(0, long_side - side, step)) + [long_side - side]
+    if width >= height:
+        return [(x, 0, side) for x in starts]
+    return [(0, y, side) for y in starts]
+
+
+def find_faces(grey: np.ndarray, min_score: float = MIN_SCORE) -> list[PixelBox]:
+    """Faces in a greyscale image, in its pixels, highest score first.
+
+    The whole image first (one network call); only when it shows no face, each of its
+    :func:`windows`, whose findings are merged by the same weighted suppression so that
+    a face seen by two overlapping windows counts once.
+    """
+    # Shrunk first, then padded square: padding a 1920x1080 photo to 1920x1920 before
+    # shrinking it would cost more than the network.
+    reduced, scale = _shrink(grey, INPUT_SIDE / max(grey.shape[:2]))
+    frame, side, left, top = square_frame(reduced)
+    found = [
+        PixelBox(
+            x0=(d.xmin * side - left) / scale,
+            y0=(d.ymin * side - top) / scale,
+            x1=((d.xmin + d.width) * side - left) / scale,
+            y1=((d.ymin + d.height) * side - top) / scale,
+            score=d.score,
+        )
+        for d in detect(frame, min_score)
+    ]
+    if found:
+        return found
+    # Windows are plain slices of one copy whose short side is the network's input.
+    small, scale = _shrink(grey, INPUT_SIDE / min(grey.shape[:2]))
+    corners, scores = [], []
+    for x0, y0, win in windows(*small.shape[:2]):
+        tile, _, _, _ = square_frame(small[y0 : y0 + win, x0 : x0 + win])
+        for d in detect(tile, min_score):
+            corners.append([(x0 + d.xmin * win) / scale, (y0 + d.ymin * win) / scale,
+                            (x0 + (d.xmin + d.width) * win) / scale,
+                            (y0 + (d.ymin + d.height) * win) / scale])
+            scores.append(d.score)
+    if not scores:
+        return []
+    merged = _weighted_nms(np.asarray(corners, dtype=np.float64), np.asarray(scores))
+    return [
+        PixelBox(x0=d.xmin, y0=d.ymin, x1=d.xmin + d.width, y1=d.ymin + d.height, score=d.score)
+        for d in merged
+    ]
+
+
+def _shrink(grey: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """``grey`` scaled by ``scale`` (area averaging) and the exact scale; never enlarged."""
+    height, width = grey.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if scale >= 1.0 or size == (width, height):
+        return grey, 1.0
+    small = cv2.resize(np.ascontiguousarray(grey, dtype=np.uint8), size, interpolation=cv2.INTER_AREA)
+    # The exact ratio of the rounded size, so boxes map back to the right pixels.
+    return small, size[0] / width
 
 
 def detect(frame: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:

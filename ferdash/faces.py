@@ -127,7 +127,8 @@ def detect_faces(grey: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> list[Face
     """Faces in a greyscale uint8 image, largest first, in ``grey``'s coordinates.
 
     The first detector of :data:`DETECTORS` that finds any face decides. BlazeFace sees
-    faces of about 1/6 of the long side and up; the cascade's coarse search ~1/8, its
+    faces of about 1/6 of the long side and up (1/7 of the short side in a wide or tall
+    photo, through :func:`ferdash.blazeface.windows`); the cascade's coarse search ~1/8, its
     finer search (only when the coarse one finds nothing) smaller ones. So in a photo with
     one large face and other small ones, the small ones are not counted (the largest is
     what is classified).
@@ -150,8 +151,7 @@ def _blazeface_faces(grey: np.ndarray) -> list[FaceBox]:
     from . import blazeface
 
     try:
-        frame, side, left, top = blazeface.square_frame(grey)
-        found = blazeface.detect(frame)
+        found = blazeface.find_faces(grey)
     except blazeface.DetectorUnavailable as exc:
         # Once per process: the cascade does the work from now on.
         _blazeface_failed = str(exc)
@@ -163,12 +163,10 @@ def _blazeface_faces(grey: np.ndarray) -> list[FaceBox]:
         return []
     height, width = grey.shape[:2]
     boxes = []
-    for d in found:
-        # Back from the padded square frame; clipped to the image, as the cascade's are.
-        x0 = max(0, int(round(d.xmin * side - left)))
-        y0 = max(0, int(round(d.ymin * side - top)))
-        x1 = min(width, int(round((d.xmin + d.width) * side - left)))
-        y1 = min(height, int(round((d.ymin + d.height) * side - top)))
+    for b in found:
+        # Clipped to the image, as the cascade's are (a face at the border overhangs it).
+        x0, y0 = max(0, int(round(b.x0))), max(0, int(round(b.y0)))
+        x1, y1 = min(width, int(round(b.x1))), min(height, int(round(b.y1)))
         if x1 - x0 >= 2 and y1 - y0 >= 2:
             boxes.append(FaceBox(x=x0, y=y0, w=x1 - x0, h=y1 - y0, detector="blazeface"))
     return boxes

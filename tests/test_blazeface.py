@@ -102,14 +102,74 @@ def test_no_face_in_photos_without_one(name: str) -> None:
     assert faces.detect_faces(grey) == []
 
 
-def test_small_faces_are_left_to_the_cascade() -> None:
-    # Five faces of ~80 px (in 210-px tiles) on a 660x440 canvas: ~15 px in BlazeFace's
-    # 128-px frame, too small for it.
+def test_small_faces_in_a_square_photo_are_left_to_the_cascade() -> None:
+    # Five faces of ~80 px on a 660x660 canvas: ~15 px in BlazeFace's 128-px frame, too
+    # small for it, and a square photo has no windows to look in again.
+    from hostile_corpus import astronaut_face
+
+    canvas = Image.new("L", (660, 660), 120)
+    face = astronaut_face(210).convert("L")
+    for i in range(5):
+        canvas.paste(face, (10 + (i % 3) * 215, 110 + (i // 3) * 215))
+    grey = np.asarray(canvas)
+    assert blazeface.windows(*grey.shape) == []
+    assert faces._blazeface_faces(grey) == []
+    found = faces.detect_faces(grey)
+    assert len(found) == 5 and {b.detector for b in found} == {"haar"}
+
+
+def test_windows_cover_the_long_side_with_half_overlap() -> None:
+    assert blazeface.windows(512, 512) == []
+    assert blazeface.windows(480, 560) == []  # closer to square than MIN_WINDOW_ASPECT
+    wide = blazeface.windows(128, 228)
+    assert wide == [(0, 0, 128), (64, 0, 128), (100, 0, 128)]
+    tall = blazeface.windows(400, 128)
+    assert [y for _, y, _ in tall] == [0, 64, 128, 192, 256, 272]
+    assert all(x == 0 and side == 128 for x, _, side in tall)
+    for height, width in ((128, 228), (128, 1000), (400, 128), (128, 154), (97, 300)):
+        spans = [
+            (x, x + side) if width >= height else (y, y + side)
+            for x, y, side in blazeface.windows(height, width)
+        ]
+        side = min(height, width)
+        assert spans[0][0] == 0 and spans[-1][1] == max(height, width)
+        # Each next window starts at most half a side on: a face up to half a window wide
+        # lies wholly inside one of them.
+        assert all(b[0] - a[0] <= side // 2 for a, b in zip(spans, spans[1:]))
+
+
+def test_windows_find_faces_the_whole_frame_misses_in_a_wide_photo() -> None:
+    # Five ~80-px faces on a 660x440 canvas: ~15 px in the letterboxed 128-px frame, but
+    # ~23 px in a 440-px window.
     from hostile_corpus import five_faces
 
     grey = imaging.decode_image(five_faces()).grey
-    assert faces._blazeface_faces(grey) == []
-    assert len(faces.detect_faces(grey)) == 5
+    frame, _, _, _ = blazeface.square_frame(grey)
+    assert blazeface.detect(frame) == []
+    found = faces.detect_faces(grey)
+    assert len(found) == 5 and {b.detector for b in found} == {"blazeface"}
+    # The same faces the cascade finds, each seen once although windows overlap.
+    haar = faces._haar_faces(grey, faces.DETECT_MAX_SIDE)
+    assert len(haar) == 5
+    for box in found:
+        assert max(_iou(box, h) for h in haar) > 0.5
+
+
+def test_a_face_in_a_wide_photo_comes_back_in_its_pixels(astronaut: Image.Image) -> None:
+    # The face is ~165 px of a 420-px head-and-shoulders crop: ~11 px in the letterboxed
+    # frame of the whole photo (missed), ~20 px in a 1080-px window (found).
+    head = astronaut.crop((100, 0, 360, 260)).resize((420, 420))
+    image = Image.new("L", (1920, 1080), 90)
+    image.paste(head, (1400, 650))
+    grey = np.asarray(image)
+    frame, _, _, _ = blazeface.square_frame(grey)
+    assert blazeface.detect(frame) == []
+    (box,) = faces.detect_faces(grey)
+    assert box.detector == "blazeface"
+    # Where the face is in the pasted crop (found there on its own), moved to the paste.
+    (alone,) = faces.detect_faces(np.asarray(head))
+    truth = faces.FaceBox(x=1400 + alone.x, y=650 + alone.y, w=alone.w, h=alone.h)
+    assert _iou(box, truth) > 0.6
 
 
 def test_parallel_threads_get_the_same_boxes(astronaut: Image.Image) -> None:
