@@ -118,17 +118,12 @@ def _interpreter() -> Any:
 
 
 def _new_interpreter() -> Any:
-    # LiteRT (ai-edge-litert) is the interpreter's new home; TensorFlow 2.21 still
-    # carries the old one, deprecated, and is a dependency anyway.
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            import tensorflow as tf
+    from .lite_engine import LiteUnavailable, interpreter_class
 
-            Interpreter = tf.lite.Interpreter  # lazily loaded: not importable by name
-        except (ImportError, AttributeError) as exc:
-            raise DetectorUnavailable(f"no TensorFlow Lite interpreter: {exc}") from exc
+    try:
+        Interpreter = interpreter_class()
+    except LiteUnavailable as exc:
+        raise DetectorUnavailable(str(exc)) from exc
     try:
         content = MODEL_FILE.read_bytes()
     except OSError as exc:

@@ -16,6 +16,10 @@ DATA_ENV = "FERDASH_DATA_DIR"
 #: How many loaded models the process keeps (least recently used dropped beyond it).
 MAX_LOADED_MODELS_ENV = "FERDASH_MAX_LOADED_MODELS"
 DEFAULT_MAX_LOADED_MODELS = 8
+#: "auto" (default): small batches on a run's checked model.tflite when it has one;
+#: "tensorflow": TensorFlow only (benchmarks compare the two this way).
+ENGINE_ENV = "FERDASH_ENGINE"
+ENGINES = ("auto", "tensorflow")
 
 
 def models_dirs() -> list[Path]:
@@ -37,3 +41,9 @@ def max_loaded_models() -> int:
     except ValueError:
         return DEFAULT_MAX_LOADED_MODELS
     return max(1, value)
+
+
+def engine() -> str:
+    """``FERDASH_ENGINE``: one of :data:`ENGINES`; "auto" when unset or unknown."""
+    raw = os.environ.get(ENGINE_ENV, "").strip().lower()
+    return raw if raw in ENGINES else "auto"

@@ -18,6 +18,7 @@ TensorFlow is imported only when the first model is loaded (inside
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -25,9 +26,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import config
+from . import config, lite_engine
 from .predictor import TTA_MODES, ModelLoadError, compiled_predictor, load_keras_model
 from .rundir import RunInfo, file_stamp
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class LoadedRun:
     info: RunInfo
     predict: Callable[[np.ndarray], np.ndarray]
     tta: str | None
+    #: "tflite" when small batches run on the run's checked model.tflite, else "tensorflow".
+    engine: str = "tensorflow"
     #: The Keras model itself: Grad-CAM (ferdash.saliency) needs its layers.
     model: Any = field(default=None, compare=False, repr=False)
     #: Companions of the model built on first use and shared with it (the Grad-CAM
@@ -52,7 +58,7 @@ class LoadedRun:
         return self.info.input_size
 
 
-_Key = tuple[str, int, int, tuple[str, ...], tuple[int, int], str]
+_Key = tuple[str, int, int, tuple[str, ...], tuple[int, int], str, Any]
 
 #: Failures kept at most (least recently used dropped): a message each, but not unbounded.
 MAX_CACHED_FAILURES = 64
@@ -71,7 +77,9 @@ def _key(info: RunInfo) -> _Key:
     # What run.json says about the model is part of the key too: editing classes,
     # input_size or tta changes how the same file must be called.
     tta = repr(info.meta.get("tta"))
-    return (str(path.resolve()), *stamp, info.classes, info.input_size, tta)
+    # And the TF Lite copy: re-exported or removed, it is checked again.
+    lite = (repr(info.meta.get("lite")), file_stamp(info.lite_path), config.engine())
+    return (str(path.resolve()), *stamp, info.classes, info.input_size, tta, lite)
 
 
 def get_loaded_run(info: RunInfo) -> LoadedRun:
@@ -173,4 +181,14 @@ def _load(info: RunInfo) -> LoadedRun:
         predict(np.zeros((1, height, width, 1), dtype=np.float32))
     except Exception as exc:
         raise ModelLoadError(f"model of {info.name} fails on a test input: {exc}") from exc
-    return LoadedRun(info=info, predict=predict, tta=tta, model=model)
+    engine = "tensorflow"
+    if config.engine() == "auto":
+        try:
+            lite = lite_engine.load_for_run(info, predict, tta)
+        except lite_engine.LiteUnavailable as exc:
+            # Not an error: the run works on TensorFlow alone, only slower per face.
+            log = logger.info if info.meta.get("lite") is None else logger.warning
+            log("%s; TensorFlow runs all its batches", exc)
+        else:
+            predict, engine = lite_engine.small_batches_on_lite(lite, predict), "tflite"
+    return LoadedRun(info=info, predict=predict, tta=tta, engine=engine, model=model)

@@ -9,7 +9,10 @@ A run directory `models/<name>/` holds:
 - ``history.csv``: the Keras ``CSVLogger`` file, one row per epoch;
 - ``evaluation.json``: split, image count, accuracy, confusion matrix (rows = true
   class, columns = predicted, in ``classes`` order), per-class precision/recall/F1,
-  and the misclassified files.
+  and the misclassified files;
+- optionally ``model.tflite``: the same model converted for TensorFlow Lite, which the
+  app uses for small batches; ``run.json``'s ``lite`` entry holds its SHA-256 and that
+  of the ``model.keras`` it was converted from, so a damaged or stale copy is never run.
 
 Everything here is plain file I/O: no TensorFlow import, so the UI can list and
 inspect runs without paying for it.
@@ -17,6 +20,7 @@ inspect runs without paying for it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -31,6 +35,7 @@ MODEL_FILE = "model.keras"
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.csv"
 EVALUATION_FILE = "evaluation.json"
+LITE_FILE = "model.tflite"
 
 FER2013_CLASSES: tuple[str, ...] = (
     "angry",
@@ -60,6 +65,10 @@ class RunInfo:
     @property
     def model_path(self) -> Path:
         return self.path / MODEL_FILE
+
+    @property
+    def lite_path(self) -> Path:
+        return self.path / LITE_FILE
 
     @property
     def history_path(self) -> Path:
@@ -337,6 +346,24 @@ def file_stamp(path: str | Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (model files are megabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def lite_entry(lite_path: str | Path, model_path: str | Path) -> dict[str, str]:
+    """The ``lite`` entry of ``run.json`` for a ``model.tflite`` converted from ``model_path``."""
+    return {
+        "file": LITE_FILE,
+        "sha256": sha256_file(lite_path),
+        "model_sha256": sha256_file(model_path),
+    }
 
 
 def discover_runs(*roots: str | Path) -> list[RunListing]:

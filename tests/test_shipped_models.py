@@ -19,6 +19,7 @@ from ferdash.rundir import (
     read_evaluation,
     read_history,
     read_run_info,
+    sha256_file,
 )
 
 SHIPPED = sorted(p for p in DEFAULT_MODELS_DIR.iterdir() if (p / "run.json").is_file())
@@ -45,6 +46,9 @@ def test_shipped_run_is_complete(run_dir: Path) -> None:
         assert info.classes == EXPECTED_CLASSES[run_dir.name]
     assert info.input_size == (48, 48)
     assert info.model_path.stat().st_size < MAX_MODEL_BYTES
+    assert info.lite_path.stat().st_size < MAX_MODEL_BYTES
+    assert info.meta["lite"]["model_sha256"] == sha256_file(info.model_path)
+    assert info.meta["lite"]["sha256"] == sha256_file(info.lite_path)
     # Provenance a reader needs to trust the figures.
     for key in ("architecture", "data", "epochs", "seed", "command"):
         assert key in info.meta, key
@@ -75,6 +79,12 @@ def test_shipped_model_classifies_generated_images(run_dir: Path) -> None:
         rng.integers(0, 256, (240, 320), dtype=np.uint8),
         rng.integers(0, 256, (200, 200, 3), dtype=np.uint8),
     ]
+    # One face at a time runs on the shipped TF Lite copy, checked against the Keras
+    # model at load; it gives what TensorFlow gives for the same faces in a large batch.
+    assert loaded.engine == "tflite"
+    faces = rng.uniform(0, 255, (40, 48, 48, 1)).astype(np.float32)
+    one_by_one = np.concatenate([loaded.predict(faces[i : i + 1]) for i in range(len(faces))])
+    np.testing.assert_allclose(one_by_one, loaded.predict(faces), atol=1e-5)
     for i, pixels in enumerate(images):
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, format="PNG")

@@ -99,6 +99,13 @@ def test_two_epochs_write_a_complete_run_directory(dataset: Path, tmp_path: Path
     _check_evaluation(run, 4 * len(CLASSES))
     assert read_evaluation(run).split == "val"
     assert read_evaluation(run).meta["tta"] == "hflip"
+    # The app's TF Lite copy of the final model, recorded so the app can check it.
+    from ferdash import model_store
+
+    assert meta["lite"]["file"] == "model.tflite" and (run / "model.tflite").is_file()
+    model_store.clear_cache()
+    assert model_store.get_loaded_run(info).engine == "tflite"
+    model_store.clear_cache()
 
     # Running the finished command again does not retrain.
     before = (run / "history.csv").read_text()

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {prepare,train,evaluate} --help``."""
+"""Command line: ``python -m training {prepare,train,evaluate,export-lite} --help``."""
 
 from __future__ import annotations
 
@@ -137,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tta", choices=["run", "none", "hflip"], default="run",
                    help="test-time augmentation; 'run' = what run.json declares")
     e.add_argument("--batch-size", type=_positive, default=256)
+
+    x = sub.add_parser(
+        "export-lite",
+        help="write a run's model.tflite (the app's fast path for a few faces)",
+        description="Convert RUN/model.keras to RUN/model.tflite (float32) and record both "
+        "files' SHA-256 in run.json, so the app can check the copy before using it. "
+        "'train' does this when a run finishes; use this for older runs.",
+    )
+    x.add_argument("--run", required=True, help="run directory (models/NAME)")
     return parser
 
 
@@ -200,6 +209,17 @@ def main(argv: list[str] | None = None) -> int:
         except (DataError, ValueError, OSError, RuntimeError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        return 0
+    if args.command == "export-lite":
+        from ferdash.rundir import RunDirError
+        from training.export_lite import ExportError, export_lite
+
+        try:
+            path = export_lite(args.run)
+        except (ExportError, RunDirError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}")
         return 0
     return 1
 

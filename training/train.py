@@ -13,6 +13,7 @@ from typing import Any
 from ferdash.rundir import (
     EVALUATION_FILE,
     HISTORY_FILE,
+    LITE_FILE,
     MODEL_FILE,
     RUN_FILE,
     read_run_info,
@@ -89,7 +90,7 @@ def check_free_space(out: Path, params: int) -> None:
 
 
 def _clear_run(out: Path) -> None:
-    for name in (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE, "model.partial.keras"):
+    for name in (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE, LITE_FILE, "model.partial.keras"):
         (out / name).unlink(missing_ok=True)
     for name in (BACKUP_DIR, LOGS_DIR):
         shutil.rmtree(out / name, ignore_errors=True)
@@ -289,6 +290,12 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
     )
 
     _finalize_model(out, model)
+    from training.export_lite import ExportError, export_lite
+
+    try:
+        export_lite(out)
+    except ExportError as exc:
+        log(f"warning: no model.tflite ({exc}); the app will use TensorFlow for this run")
     _, rows = resume.read_history_rows(out / HISTORY_FILE)
     best = max(rows, key=lambda r: float(r["val_accuracy"])) if rows else None
     write_run_info(

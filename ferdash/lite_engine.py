@@ -1,0 +1,199 @@
+"""Small batches through TensorFlow Lite: the run's own model, converted when it was trained.
+
+Why two engines: for one face, TensorFlow's traced function costs ~5–6 ms for ``fer7``
+with flip TTA on the 2-core development machine (per-call overhead and small
+single-image convolutions), TensorFlow Lite with its XNNPACK kernels ~2.5 ms; for
+hundreds of faces TensorFlow is the faster again. So the app hands up to
+:data:`LITE_MAX_BATCH` faces to TF Lite and larger batches to TensorFlow.
+
+Trust: TF Lite does not validate a model file, and a damaged one crashes the process
+instead of raising. A run's ``model.tflite`` is therefore used only when ``run.json``'s
+``lite`` entry (written by ``training``) gives the SHA-256 it has now and the SHA-256 of
+the ``model.keras`` it was converted from (a run retrained in place leaves a stale copy
+behind), and when, on a probe batch, it returns TensorFlow's probabilities to within
+:data:`PROBE_TOLERANCE`. Otherwise the app says why in its log and uses TensorFlow alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+from .rundir import LITE_FILE, RunInfo, sha256_file
+
+logger = logging.getLogger(__name__)
+
+#: Faces per call up to which TF Lite runs them; above, TensorFlow (bench_predict.py).
+LITE_MAX_BATCH = 16
+#: Largest difference in any probability, on the probe batch, still taken as "the same model".
+PROBE_TOLERANCE = 1e-4
+#: A model.tflite larger than this is not read (shipped ones are ~7 MB).
+MAX_LITE_BYTES = 256 * 1024 * 1024
+
+
+class LiteUnavailable(RuntimeError):
+    """No usable TF Lite copy of a model: the caller stays with TensorFlow."""
+
+
+def interpreter_class() -> Any:
+    """TF Lite's ``Interpreter``: LiteRT's (``ai-edge-litert``) when installed, else TensorFlow's.
+
+    TensorFlow 2.21 still carries the old interpreter, deprecated in favour of LiteRT,
+    and TensorFlow is a dependency anyway.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            import tensorflow as tf
+
+            Interpreter = tf.lite.Interpreter  # lazily loaded: not importable by name
+        except (ImportError, AttributeError) as exc:
+            raise LiteUnavailable(f"no TensorFlow Lite interpreter: {exc}") from exc
+    return Interpreter
+
+
+def default_threads() -> int:
+    # Two threads halve one face's time on two cores; beyond four, XNNPACK gains little
+    # on 48x48 inputs while parallel sessions each run their own interpreter.
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class LitePredictor:
+    """``predict(batch (N, H, W, 1) float 0-255) -> (N, classes)`` on TF Lite.
+
+    One interpreter per thread (an interpreter's tensors are not safe to share, and
+    uploads of different sessions are analysed in parallel worker threads), resized
+    when the batch size changes. Flip TTA runs the faces and their mirror images as one
+    batch of 2N and averages the halves, as :func:`ferdash.predictor.compiled_predictor`
+    does with two calls.
+    """
+
+    def __init__(
+        self,
+        content: bytes,
+        input_size: tuple[int, int],
+        n_classes: int,
+        tta: str | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        self._content = content
+        self._input_size = input_size
+        self._n_classes = n_classes
+        self._tta = tta
+        self._threads = num_threads or default_threads()
+        self._local = threading.local()
+        interpreter = self._new_interpreter()
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        height, width = input_size
+        if (
+            len(inputs) != 1
+            or len(outputs) != 1
+            or list(inputs[0]["shape"][1:]) != [height, width, 1]
+            or inputs[0]["dtype"] != np.float32
+            or int(outputs[0]["shape"][-1]) != n_classes
+        ):
+            raise LiteUnavailable(
+                f"{LITE_FILE} does not take ({height}, {width}, 1) float32 and return "
+                f"{n_classes} probabilities"
+            )
+        self._io = (inputs[0]["index"], outputs[0]["index"])
+
+    def _new_interpreter(self) -> Any:
+        try:
+            return interpreter_class()(model_content=self._content, num_threads=self._threads)
+        except LiteUnavailable:
+            raise
+        except Exception as exc:  # an interpreter that refuses the model
+            raise LiteUnavailable(f"{LITE_FILE} cannot be loaded: {exc}") from exc
+
+    def _interpreter(self, rows: int) -> Any:
+        local = self._local
+        if getattr(local, "interpreter", None) is None:
+            local.interpreter, local.rows = self._new_interpreter(), None
+        if local.rows != rows:
+            height, width = self._input_size
+            local.interpreter.resize_tensor_input(self._io[0], [rows, height, width, 1])
+            local.interpreter.allocate_tensors()
+            local.rows = rows
+        return local.interpreter
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, dtype=np.float32)
+        height, width = self._input_size
+        if batch.ndim != 4 or batch.shape[1:] != (height, width, 1):
+            raise ValueError(f"expected a batch of shape (N, {height}, {width}, 1), got {batch.shape}")
+        n = len(batch)
+        if n == 0:
+            return np.zeros((0, self._n_classes), dtype=np.float32)
+        rows = np.concatenate([batch, batch[:, :, ::-1]]) if self._tta == "hflip" else batch
+        interpreter = self._interpreter(len(rows))
+        interpreter.set_tensor(self._io[0], np.ascontiguousarray(rows))
+        interpreter.invoke()
+        out = interpreter.get_tensor(self._io[1]).astype(np.float32)
+        return (out[:n] + out[n:]) / 2.0 if self._tta == "hflip" else out
+
+
+def load_for_run(
+    info: RunInfo, reference: Callable[[np.ndarray], np.ndarray], tta: str | None
+) -> LitePredictor:
+    """The run's checked TF Lite copy; raises :class:`LiteUnavailable` saying why not.
+
+    ``reference`` is the TensorFlow predictor of the same run, for the probe.
+    """
+    entry = info.meta.get("lite")
+    if entry is None:
+        raise LiteUnavailable(f"run {info.name} has no {LITE_FILE} (python -m training export-lite)")
+    if not isinstance(entry, dict) or entry.get("file") != LITE_FILE:
+        raise LiteUnavailable(f"run.json of {info.name} has a malformed 'lite' entry")
+    path = info.lite_path
+    try:
+        size = path.stat().st_size
+        if size > MAX_LITE_BYTES:
+            raise LiteUnavailable(f"{LITE_FILE} of {info.name} is larger than {MAX_LITE_BYTES >> 20} MB")
+        content = path.read_bytes()
+        keras_sha = sha256_file(info.model_path)
+    except OSError as exc:
+        raise LiteUnavailable(f"{LITE_FILE} of {info.name} cannot be read: {exc}") from exc
+    if hashlib.sha256(content).hexdigest() != entry.get("sha256"):
+        raise LiteUnavailable(
+            f"{LITE_FILE} of {info.name} is damaged or was replaced (its SHA-256 is not run.json's)"
+        )
+    if keras_sha != entry.get("model_sha256"):
+        raise LiteUnavailable(
+            f"{LITE_FILE} of {info.name} was converted from another model.keras "
+            "(the run was retrained or its model replaced)"
+        )
+    # The bytes that were checked, not the path: the file could change meanwhile.
+    lite = LitePredictor(content, info.input_size, len(info.classes), tta=tta)
+    height, width = info.input_size
+    rng = np.random.default_rng(0)
+    probe = np.concatenate(
+        [rng.uniform(0, 255, (3, height, width, 1)), np.zeros((1, height, width, 1))]
+    ).astype(np.float32)
+    try:
+        got = lite(probe)
+    except Exception as exc:
+        raise LiteUnavailable(f"{LITE_FILE} of {info.name} fails on a test input: {exc}") from exc
+    gap = float(np.max(np.abs(got - reference(probe))))
+    if not gap <= PROBE_TOLERANCE:  # also catches NaN
+        raise LiteUnavailable(
+            f"{LITE_FILE} of {info.name} disagrees with model.keras by {gap:.2g} on a test input"
+        )
+    return lite
+
+
+def small_batches_on_lite(
+    lite: Callable[[np.ndarray], np.ndarray], tensorflow: Callable[[np.ndarray], np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """One predictor: ``lite`` for up to :data:`LITE_MAX_BATCH` faces, ``tensorflow`` above."""
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return lite(batch) if len(batch) <= LITE_MAX_BATCH else tensorflow(batch)
+
+    return predict

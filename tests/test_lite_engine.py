@@ -1,0 +1,200 @@
+"""The TF Lite copy of a run: written by training, checked before use, same probabilities."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ferdash import lite_engine, model_store
+from ferdash.rundir import LITE_FILE, MODEL_FILE, read_run_info, write_run_info
+from tiny_runs import build_tiny_model, empty_cache, make_tiny_run  # noqa: F401 (fixture)
+from training.export_lite import ExportError, export_lite
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _faces(n: int, seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (n, 48, 48, 1)).astype(np.float32)
+
+
+def _loaded(run_dir: Path) -> model_store.LoadedRun:
+    return model_store.get_loaded_run(read_run_info(run_dir))
+
+
+@pytest.fixture()
+def exported(tmp_path: Path) -> Path:
+    run_dir = make_tiny_run(tmp_path, "tiny7", [f"c{i}" for i in range(7)], seed=5, tta="hflip")
+    export_lite(run_dir)
+    return run_dir
+
+
+def test_export_writes_the_copy_and_records_both_hashes(exported: Path) -> None:
+    import hashlib
+
+    entry = read_run_info(exported).meta["lite"]
+    lite = exported / LITE_FILE
+    assert entry == {
+        "file": LITE_FILE,
+        "sha256": hashlib.sha256(lite.read_bytes()).hexdigest(),
+        "model_sha256": hashlib.sha256((exported / MODEL_FILE).read_bytes()).hexdigest(),
+    }
+    assert not list(exported.glob("*.tmp.*"))  # written atomically, nothing left behind
+
+
+@pytest.mark.parametrize("tta", [None, "hflip"])
+def test_small_batches_run_on_lite_with_tensorflow_s_probabilities(
+    tmp_path: Path, tta: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = make_tiny_run(tmp_path, "tiny", ["a", "b", "c"], seed=7, tta=tta)
+    export_lite(run_dir)
+    fast = _loaded(run_dir)
+    assert fast.engine == "tflite"
+    monkeypatch.setenv("FERDASH_ENGINE", "tensorflow")
+    model_store.clear_cache()
+    slow = _loaded(run_dir)
+    assert slow.engine == "tensorflow"
+    faces = _faces(40)
+    expected = slow.predict(faces)
+    # One face, a few, the largest batch lite takes, then one TensorFlow takes again.
+    for n in (1, 5, lite_engine.LITE_MAX_BATCH, lite_engine.LITE_MAX_BATCH + 1, 40):
+        np.testing.assert_allclose(fast.predict(faces[:n]), expected[:n], atol=1e-5)
+    assert fast.predict(faces[:0]).shape == (0, 3)
+    with pytest.raises(ValueError, match="shape"):
+        fast.predict(np.zeros((2, 32, 32, 1), np.float32))
+
+
+def test_flip_tta_averages_the_mirror_image(exported: Path) -> None:
+    loaded = _loaded(exported)
+    assert loaded.engine == "tflite"
+    faces = _faces(3)
+    np.testing.assert_allclose(
+        loaded.predict(faces), loaded.predict(faces[:, :, ::-1]), atol=1e-5
+    )
+
+
+def _damage(run_dir: Path, how: str) -> None:
+    lite = run_dir / LITE_FILE
+    content = lite.read_bytes()
+    if how == "truncated":
+        lite.write_bytes(content[: len(content) // 3])
+    elif how == "bit flipped":
+        middle = len(content) // 2
+        lite.write_bytes(content[:middle] + bytes([content[middle] ^ 0xFF]) + content[middle + 1 :])
+    elif how == "missing":
+        lite.unlink()
+    elif how == "garbage":
+        lite.write_bytes(b"TFL3" + bytes(1000))
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit flipped", "missing", "garbage"])
+def test_a_damaged_copy_is_never_run_and_tensorflow_serves(
+    exported: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A damaged flatbuffer would crash the process inside TF Lite: the hash refuses it first.
+    _damage(exported, how)
+    with caplog.at_level("WARNING", logger="ferdash.model_store"):
+        loaded = _loaded(exported)
+    assert loaded.engine == "tensorflow"
+    reason = "cannot be read" if how == "missing" else "damaged or was replaced"
+    assert reason in caplog.text
+    assert loaded.predict(_faces(2)).shape == (2, 7)
+
+
+def test_a_stale_copy_of_a_retrained_model_is_not_used(
+    exported: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    build_tiny_model(7, seed=99).save(exported / MODEL_FILE)  # retrained in place
+    with caplog.at_level("WARNING", logger="ferdash.model_store"):
+        loaded = _loaded(exported)
+    assert loaded.engine == "tensorflow"
+    assert "converted from another model.keras" in caplog.text
+
+
+def test_a_copy_of_another_model_is_caught_by_the_probe(
+    tmp_path: Path, exported: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Hashes that match the files (as a hand-edited run.json would) but a different network.
+    other = make_tiny_run(tmp_path, "other", [f"c{i}" for i in range(7)], seed=11)
+    export_lite(other)
+    (exported / LITE_FILE).write_bytes((other / LITE_FILE).read_bytes())
+    info = read_run_info(exported)
+    from ferdash.rundir import lite_entry
+
+    write_run_info(exported, info.classes, info.input_size, lite=lite_entry(exported / LITE_FILE, exported / MODEL_FILE))
+    with caplog.at_level("WARNING", logger="ferdash.model_store"):
+        loaded = _loaded(exported)
+    assert loaded.engine == "tensorflow"
+    assert "disagrees with model.keras" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "entry", [{"file": "../../etc/passwd", "sha256": "x", "model_sha256": "y"}, "model.tflite", 7]
+)
+def test_a_malformed_entry_is_refused_without_touching_any_path(
+    exported: Path, entry: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    meta = json.loads((exported / "run.json").read_text())
+    meta["lite"] = entry
+    (exported / "run.json").write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="ferdash.model_store"):
+        loaded = _loaded(exported)
+    assert loaded.engine == "tensorflow"
+    assert "malformed 'lite' entry" in caplog.text
+
+
+def test_a_run_without_a_copy_works_on_tensorflow(tmp_path: Path) -> None:
+    run_dir = make_tiny_run(tmp_path, "plain", ["a", "b"])
+    loaded = _loaded(run_dir)
+    assert loaded.engine == "tensorflow" and loaded.predict(_faces(1)).shape == (1, 2)
+
+
+def test_engine_tensorflow_from_the_environment(
+    exported: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FERDASH_ENGINE", "tensorflow")
+    assert _loaded(exported).engine == "tensorflow"
+    monkeypatch.setenv("FERDASH_ENGINE", "no-such-engine")  # unknown: the default
+    assert _loaded(exported).engine == "tflite"
+
+
+def test_parallel_threads_each_get_their_own_interpreter(exported: Path) -> None:
+    loaded = _loaded(exported)
+    faces = [_faces(n, seed=n) for n in (1, 2, 3, 4) * 6]
+    expected = [loaded.predict(f) for f in faces]
+    seen: set[int] = set()
+
+    def run(f: np.ndarray) -> np.ndarray:
+        seen.add(threading.get_ident())
+        return loaded.predict(f)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for got, want in zip(pool.map(run, faces), expected):
+            np.testing.assert_array_equal(got, want)
+    assert len(seen) > 1
+
+
+def test_export_of_a_broken_model_fails_clearly(tmp_path: Path) -> None:
+    run_dir = make_tiny_run(tmp_path, "broken", ["a", "b"])
+    (run_dir / MODEL_FILE).write_bytes(b"not a zip")
+    with pytest.raises(ExportError, match="corrupt"):
+        export_lite(run_dir)
+    assert not (run_dir / LITE_FILE).exists()
+    assert "lite" not in read_run_info(run_dir).meta
+
+
+def test_export_lite_command(tmp_path: Path) -> None:
+    run_dir = make_tiny_run(tmp_path, "cli", ["a", "b"])
+    cmd = [sys.executable, "-m", "training", "export-lite", "--run"]
+    done = subprocess.run([*cmd, str(run_dir)], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {run_dir / LITE_FILE}" in done.stdout
+    assert "Saved artifact" not in done.stdout  # the converter's chatter stays out
+    missing = subprocess.run([*cmd, str(tmp_path / "nope")], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and "run.json is missing" in missing.stderr
