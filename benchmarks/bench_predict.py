@@ -1,5 +1,7 @@
 """Time the Predict pipeline for one 640x480 photo, warm, and compare the compiled call
-with ``model.predict`` for a single face, side by side in one run.
+with ``model.predict`` for a single face, side by side in one run; then the two engines
+(the run's TF Lite copy, TensorFlow's traced function) over batch sizes, interleaved,
+which is where ``ferdash.lite_engine.LITE_MAX_BATCH`` comes from.
 
     python benchmarks/bench_predict.py [--runs 200] [--model models/fer7]
 
@@ -112,7 +114,10 @@ def main() -> None:
     compiled_ms = statistics.median(compiled_times) * 1e3
     predict_ms = statistics.median(predict_times) * 1e3
 
-    print(f"model: {which}; input {info.input_size[0]}x{info.input_size[1]}, tta={loaded.tta}")
+    engines = engine_comparison(loaded, info, max(10, runs // 10))
+
+    print(f"model: {which}; input {info.input_size[0]}x{info.input_size[1]}, tta={loaded.tta}, "
+          f"engine for small batches: {loaded.engine}")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"machine: {os.cpu_count()} CPU cores, load average {load}; {runs} timed runs, medians")
     print(f"upload to result, one 640x480 JPEG photo (warm): {med['total']:.2f} ms")
@@ -124,6 +129,39 @@ def main() -> None:
         f"single face: compiled call {compiled_ms:.2f} ms vs model.predict {predict_ms:.2f} ms "
         f"-> model.predict is {predict_ms / compiled_ms:.1f}x slower ({pairs} interleaved pairs)"
     )
+    if engines:
+        print("engines, faces per call -> ms per call (TF Lite | TensorFlow), interleaved:")
+        for n, (lite_ms, tf_ms) in engines.items():
+            print(f"  {n:4d} faces: {lite_ms:8.2f} | {tf_ms:8.2f}  TF Lite {tf_ms / lite_ms:.2f}x as fast")
+    else:
+        print("engines: the run has no usable model.tflite (python -m training export-lite)")
+
+
+def engine_comparison(
+    loaded: model_store.LoadedRun, info, rounds: int
+) -> dict[int, tuple[float, float]]:
+    """Median ms per call of each engine alone for several batch sizes, interleaved."""
+    from ferdash import lite_engine
+    from ferdash.predictor import compiled_predictor
+
+    tensorflow = compiled_predictor(loaded.model, info.input_size, tta=loaded.tta)
+    try:
+        lite = lite_engine.load_for_run(info, tensorflow, loaded.tta)
+    except lite_engine.LiteUnavailable:
+        return {}
+    rng = np.random.default_rng(0)
+    results = {}
+    for n in (1, 2, 4, 8, 16, 32, 64, 256):
+        batch = rng.uniform(0, 255, (n, *info.input_size, 1)).astype(np.float32)
+        lite(batch), tensorflow(batch)  # warm: interpreter resized, allocator
+        times: dict[str, list[float]] = {"lite": [], "tf": []}
+        for _ in range(rounds if n < 64 else max(3, rounds // 4)):
+            for name, fn in (("lite", lite), ("tf", tensorflow)):
+                start = time.perf_counter()
+                fn(batch)
+                times[name].append(time.perf_counter() - start)
+        results[n] = (statistics.median(times["lite"]) * 1e3, statistics.median(times["tf"]) * 1e3)
+    return results
 
 
 if __name__ == "__main__":

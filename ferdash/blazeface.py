@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+
+from .lite_engine import LiteUnavailable, interpreter_class
 
 MODEL_FILE = Path(__file__).with_name("data") / "blazeface_short_range.tflite"
 #: Checked before the file reaches the interpreter: TensorFlow Lite does not validate a
@@ -92,13 +93,6 @@ def _anchor_centres() -> np.ndarray:
 _ANCHORS = _anchor_centres()
 _local = threading.local()
 
-# TensorFlow's interpreter warns that it is deprecated (in favour of LiteRT) each time one
-# is made, i.e. once per worker thread. One narrow process-wide filter, set here: a
-# catch_warnings() block around the call is not thread-safe, and uploads decode in
-# parallel threads that use catch_warnings() themselves.
-warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated")
-
-
 class DetectorUnavailable(RuntimeError):
     """TensorFlow Lite or the model file is missing: callers fall back to other detectors."""
 
@@ -118,8 +112,6 @@ def _interpreter() -> Any:
 
 
 def _new_interpreter() -> Any:
-    from .lite_engine import LiteUnavailable, interpreter_class
-
     try:
         Interpreter = interpreter_class()
     except LiteUnavailable as exc:
