@@ -126,7 +126,7 @@ def main() -> None:
         f"crop {med['crop']:.3f} ms | model {med['model']:.2f} ms"
     )
     print(
-        f"single face: compiled call {compiled_ms:.2f} ms vs model.predict {predict_ms:.2f} ms "
+        f"single face: the app's call ({loaded.engine}) {compiled_ms:.2f} ms vs model.predict {predict_ms:.2f} ms "
         f"-> model.predict is {predict_ms / compiled_ms:.1f}x slower ({pairs} interleaved pairs)"
     )
     if engines:

@@ -3,7 +3,7 @@
 Why two engines: for one face, TensorFlow's traced function costs ~5–6 ms for ``fer7``
 with flip TTA on the 2-core development machine (per-call overhead and small
 single-image convolutions), TensorFlow Lite with its XNNPACK kernels ~2.5 ms; for
-hundreds of faces TensorFlow is the faster again. So the app hands up to
+more than a few faces TensorFlow is the faster again. So the app hands up to
 :data:`LITE_MAX_BATCH` faces to TF Lite and larger batches to TensorFlow.
 
 Trust: TF Lite does not validate a model file, and a damaged one crashes the process
@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated")
 
 #: Faces per call up to which TF Lite runs them; above, TensorFlow. bench_predict.py, fer7
-#: with flip TTA: TF Lite 2.6x as fast for 1 face, 1.5x for 2, even at 8, 0.8x from 16 on.
-LITE_MAX_BATCH = 8
+#: with flip TTA, two runs: TF Lite 1.4-2.6x as fast for 1 face, 1.5x for 2, 1.1-1.2x for
+#: 4, 0.9-1.0x for 8, 0.8x from 16 on.
+LITE_MAX_BATCH = 4
 #: Largest difference in any probability, on the probe batch, still taken as "the same model".
 PROBE_TOLERANCE = 1e-4
 #: A model.tflite larger than this is not read (shipped ones are ~7 MB).
