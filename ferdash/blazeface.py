@@ -49,6 +49,9 @@ WINDOW_STEP = 0.5
 #: Photos closer to square than this are not searched again in windows: a window would
 #: enlarge their faces by less than a fifth.
 MIN_WINDOW_ASPECT = 1.2
+#: Beyond this many windows (a panorama or strip over 4.5:1) none is searched: each costs a
+#: network call, and a strip's short side leaves room only for faces the cascade sees.
+MAX_WINDOWS = 8
 
 
 @dataclass(frozen=True)
@@ -158,13 +161,16 @@ def windows(height: int, width: int) -> list[tuple[int, int, int]]:
     """Square windows ``(x0, y0, side)`` of the short side along the long one.
 
     Stepped by :data:`WINDOW_STEP` of a side, the last flush with the far edge; none for
-    a photo closer to square than :data:`MIN_WINDOW_ASPECT`.
+    a photo closer to square than :data:`MIN_WINDOW_ASPECT` or one that would need more
+    than :data:`MAX_WINDOWS`.
     """
     side, long_side = min(height, width), max(height, width)
     if side <= 0 or long_side < side * MIN_WINDOW_ASPECT:
         return []
     step = max(1, int(side * WINDOW_STEP))
     starts = list(range(0, long_side - side, step)) + [long_side - side]
+    if len(starts) > MAX_WINDOWS:
+        return []
     if width >= height:
         return [(x, 0, side) for x in starts]
     return [(0, y, side) for y in starts]

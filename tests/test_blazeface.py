@@ -126,7 +126,10 @@ def test_windows_cover_the_long_side_with_half_overlap() -> None:
     tall = blazeface.windows(400, 128)
     assert [y for _, y, _ in tall] == [0, 64, 128, 192, 256, 272]
     assert all(x == 0 and side == 128 for x, _, side in tall)
-    for height, width in ((128, 228), (128, 1000), (400, 128), (128, 154), (97, 300)):
+    # A strip would need many windows: none (the cascade searches it alone).
+    assert len(blazeface.windows(128, 576)) == blazeface.MAX_WINDOWS
+    assert blazeface.windows(128, 600) == [] and blazeface.windows(2048, 30) == []
+    for height, width in ((128, 228), (128, 570), (400, 128), (128, 154), (97, 300)):
         spans = [
             (x, x + side) if width >= height else (y, y + side)
             for x, y, side in blazeface.windows(height, width)
