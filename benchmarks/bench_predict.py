@@ -32,7 +32,7 @@ from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
 from ferdash import faces, imaging, inference, model_store  # noqa: E402
-from ferdash.rundir import read_run_info  # noqa: E402
+from ferdash.rundir import RunInfo, read_run_info  # noqa: E402
 
 
 def photo_640x480_jpeg() -> bytes:
@@ -138,7 +138,7 @@ def main() -> None:
 
 
 def engine_comparison(
-    loaded: model_store.LoadedRun, info, rounds: int
+    loaded: model_store.LoadedRun, info: RunInfo, rounds: int
 ) -> dict[int, tuple[float, float]]:
     """Median ms per call of each engine alone for several batch sizes, interleaved."""
     from ferdash import lite_engine

@@ -185,29 +185,30 @@ def find_faces(grey: np.ndarray, min_score: float = MIN_SCORE) -> list[PixelBox]
     """
     # Shrunk first, then padded square: padding a 1920x1080 photo to 1920x1920 before
     # shrinking it would cost more than the network.
-    reduced, scale = _shrink(grey, INPUT_SIDE / max(grey.shape[:2]))
+    reduced, sx, sy = _shrink(grey, INPUT_SIDE / max(grey.shape[:2]))
     frame, side, left, top = square_frame(reduced)
     found = [
         PixelBox(
-            x0=(d.xmin * side - left) / scale,
-            y0=(d.ymin * side - top) / scale,
-            x1=((d.xmin + d.width) * side - left) / scale,
-            y1=((d.ymin + d.height) * side - top) / scale,
+            x0=(d.xmin * side - left) / sx,
+            y0=(d.ymin * side - top) / sy,
+            x1=((d.xmin + d.width) * side - left) / sx,
+            y1=((d.ymin + d.height) * side - top) / sy,
             score=d.score,
         )
         for d in detect(frame, min_score)
     ]
     if found:
         return found
-    # Windows are plain slices of one copy whose short side is the network's input.
-    small, scale = _shrink(grey, INPUT_SIDE / min(grey.shape[:2]))
+    # One shrink for all windows (short side to the network's input), so each window is a
+    # 128x128 slice that needs no resize of its own.
+    small, sx, sy = _shrink(grey, INPUT_SIDE / min(grey.shape[:2]))
     corners, scores = [], []
     for x0, y0, win in windows(*small.shape[:2]):
         tile, _, _, _ = square_frame(small[y0 : y0 + win, x0 : x0 + win])
         for d in detect(tile, min_score):
-            corners.append([(x0 + d.xmin * win) / scale, (y0 + d.ymin * win) / scale,
-                            (x0 + (d.xmin + d.width) * win) / scale,
-                            (y0 + (d.ymin + d.height) * win) / scale])
+            corners.append([(x0 + d.xmin * win) / sx, (y0 + d.ymin * win) / sy,
+                            (x0 + (d.xmin + d.width) * win) / sx,
+                            (y0 + (d.ymin + d.height) * win) / sy])
             scores.append(d.score)
     if not scores:
         return []
@@ -218,15 +219,18 @@ def find_faces(grey: np.ndarray, min_score: float = MIN_SCORE) -> list[PixelBox]
     ]
 
 
-def _shrink(grey: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
-    """``grey`` scaled by ``scale`` (area averaging) and the exact scale; never enlarged."""
+def _shrink(grey: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+    """``grey`` scaled by ``scale`` (area averaging), never enlarged, and the x and y scales.
+
+    Each side is rounded on its own, so the two scales differ slightly; boxes map back
+    with both (a 6000x4000 photo becomes 128x85: one scale would misplace y by 15 px).
+    """
     height, width = grey.shape[:2]
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if scale >= 1.0 or size == (width, height):
-        return grey, 1.0
+        return grey, 1.0, 1.0
     small = cv2.resize(np.ascontiguousarray(grey, dtype=np.uint8), size, interpolation=cv2.INTER_AREA)
-    # The exact ratio of the rounded size, so boxes map back to the right pixels.
-    return small, size[0] / width
+    return small, size[0] / width, size[1] / height
 
 
 def detect(frame: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:

@@ -12,6 +12,9 @@ instead of raising. A run's ``model.tflite`` is therefore used only when ``run.j
 the ``model.keras`` it was converted from (a run retrained in place leaves a stale copy
 behind), and when, on a probe batch, it returns TensorFlow's probabilities to within
 :data:`PROBE_TOLERANCE`. Otherwise the app says why in its log and uses TensorFlow alone.
+The hashes catch damage and staleness, not tampering: whoever can edit ``run.json`` can
+name any copy, as they could replace ``model.keras`` itself; the probe still catches a
+copy of another network.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import threading
 import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -68,6 +73,7 @@ def interpreter_class() -> Any:
 
 
 def default_threads() -> int:
+    """Threads each interpreter uses: the CPU count, at most 4."""
     # Two threads halve one face's time on two cores; beyond four, XNNPACK gains little
     # on 48x48 inputs while parallel sessions each run their own interpreter.
     return max(1, min(4, os.cpu_count() or 1))
@@ -105,6 +111,7 @@ class LitePredictor:
             or len(outputs) != 1
             or list(inputs[0]["shape"][1:]) != [height, width, 1]
             or inputs[0]["dtype"] != np.float32
+            or len(outputs[0]["shape"]) != 2
             or int(outputs[0]["shape"][-1]) != n_classes
         ):
             raise LiteUnavailable(
@@ -112,6 +119,8 @@ class LitePredictor:
                 f"{n_classes} probabilities"
             )
         self._io = (inputs[0]["index"], outputs[0]["index"])
+        # This thread's interpreter from now on (the probe runs on it).
+        self._local.interpreter, self._local.rows = interpreter, None
 
     def _new_interpreter(self) -> Any:
         try:
@@ -160,15 +169,15 @@ def load_for_run(
         raise LiteUnavailable(f"run {info.name} has no {LITE_FILE} (python -m training export-lite)")
     if not isinstance(entry, dict) or entry.get("file") != LITE_FILE:
         raise LiteUnavailable(f"run.json of {info.name} has a malformed 'lite' entry")
-    path = info.lite_path
     try:
-        size = path.stat().st_size
-        if size > MAX_LITE_BYTES:
-            raise LiteUnavailable(f"{LITE_FILE} of {info.name} is larger than {MAX_LITE_BYTES >> 20} MB")
-        content = path.read_bytes()
+        content = _read_regular_file(info.lite_path, MAX_LITE_BYTES)
         keras_sha = sha256_file(info.model_path)
     except OSError as exc:
         raise LiteUnavailable(f"{LITE_FILE} of {info.name} cannot be read: {exc}") from exc
+    if content is None:
+        raise LiteUnavailable(
+            f"{LITE_FILE} of {info.name} is not a regular file of at most {MAX_LITE_BYTES >> 20} MB"
+        )
     if hashlib.sha256(content).hexdigest() != entry.get("sha256"):
         raise LiteUnavailable(
             f"{LITE_FILE} of {info.name} is damaged or was replaced (its SHA-256 is not run.json's)"
@@ -178,18 +187,20 @@ def load_for_run(
             f"{LITE_FILE} of {info.name} was converted from another model.keras "
             "(the run was retrained or its model replaced)"
         )
-    # The bytes that were checked, not the path: the file could change meanwhile.
-    lite = LitePredictor(content, info.input_size, len(info.classes), tta=tta)
     height, width = info.input_size
     rng = np.random.default_rng(0)
     probe = np.concatenate(
         [rng.uniform(0, 255, (3, height, width, 1)), np.zeros((1, height, width, 1))]
     ).astype(np.float32)
     try:
+        # The bytes that were checked, not the path: the file could change meanwhile.
+        lite = LitePredictor(content, info.input_size, len(info.classes), tta=tta)
         got = lite(probe)
-    except Exception as exc:
+        gap = float(np.max(np.abs(got - reference(probe))))
+    except LiteUnavailable:
+        raise
+    except Exception as exc:  # anything the interpreter raises: the run stays on TensorFlow
         raise LiteUnavailable(f"{LITE_FILE} of {info.name} fails on a test input: {exc}") from exc
-    gap = float(np.max(np.abs(got - reference(probe))))
     if not gap <= PROBE_TOLERANCE:  # also catches NaN
         raise LiteUnavailable(
             f"{LITE_FILE} of {info.name} disagrees with model.keras by {gap:.2g} on a test input"
@@ -197,12 +208,44 @@ def load_for_run(
     return lite
 
 
+def _read_regular_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of ``path``, or None when it is not a regular file or exceeds ``limit``.
+
+    One open file for the check and the read: a FIFO or a link to /dev/zero named
+    model.tflite would otherwise block or read forever.
+    """
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer (regular
+    # files ignore the flag).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        content = f.read(limit + 1)
+    return content if len(content) <= limit else None
+
+
 def small_batches_on_lite(
-    lite: Callable[[np.ndarray], np.ndarray], tensorflow: Callable[[np.ndarray], np.ndarray]
+    lite: Callable[[np.ndarray], np.ndarray],
+    tensorflow: Callable[[np.ndarray], np.ndarray],
+    name: str = "",
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """One predictor: ``lite`` for up to :data:`LITE_MAX_BATCH` faces, ``tensorflow`` above."""
+    """One predictor: ``lite`` for up to :data:`LITE_MAX_BATCH` faces, ``tensorflow`` above.
+
+    Should TF Lite fail later (e.g. a new worker thread's interpreter cannot be made),
+    TensorFlow answers that call and every later one: the person still gets a result.
+    """
+    failed = threading.Event()
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        return lite(batch) if len(batch) <= LITE_MAX_BATCH else tensorflow(batch)
+        if failed.is_set() or len(batch) > LITE_MAX_BATCH:
+            return tensorflow(batch)
+        try:
+            return lite(batch)
+        except ValueError:
+            raise  # a batch of the wrong shape: TensorFlow would refuse it too
+        except Exception:
+            failed.set()
+            logger.exception("TF Lite failed for run %s; TensorFlow runs all its batches now", name)
+            return tensorflow(batch)
 
     return predict

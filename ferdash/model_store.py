@@ -58,7 +58,9 @@ class LoadedRun:
         return self.info.input_size
 
 
-_Key = tuple[str, int, int, tuple[str, ...], tuple[int, int], str, Any]
+_Key = tuple[
+    str, int, int, tuple[str, ...], tuple[int, int], str, tuple[str, tuple[int, int] | None, str]
+]
 
 #: Failures kept at most (least recently used dropped): a message each, but not unbounded.
 MAX_CACHED_FAILURES = 64
@@ -189,6 +191,9 @@ def _load(info: RunInfo) -> LoadedRun:
             # Not an error: the run works on TensorFlow alone, only slower per face.
             log = logger.info if info.meta.get("lite") is None else logger.warning
             log("%s; TensorFlow runs all its batches", exc)
+        except Exception:
+            logger.exception("TF Lite copy of %s unusable; TensorFlow runs all its batches", info.name)
         else:
-            predict, engine = lite_engine.small_batches_on_lite(lite, predict), "tflite"
+            predict = lite_engine.small_batches_on_lite(lite, predict, info.name)
+            engine = "tflite"
     return LoadedRun(info=info, predict=predict, tta=tta, engine=engine, model=model)

@@ -357,13 +357,9 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def lite_entry(lite_path: str | Path, model_path: str | Path) -> dict[str, str]:
-    """The ``lite`` entry of ``run.json`` for a ``model.tflite`` converted from ``model_path``."""
-    return {
-        "file": LITE_FILE,
-        "sha256": sha256_file(lite_path),
-        "model_sha256": sha256_file(model_path),
-    }
+def lite_entry(lite_path: str | Path, model_sha256: str) -> dict[str, str]:
+    """The ``lite`` entry of ``run.json``: ``lite_path``'s hash and its source model's."""
+    return {"file": LITE_FILE, "sha256": sha256_file(lite_path), "model_sha256": model_sha256}
 
 
 def discover_runs(*roots: str | Path) -> list[RunListing]:

@@ -141,14 +141,61 @@ def test_windows_cover_the_long_side_with_half_overlap() -> None:
         assert all(b[0] - a[0] <= side // 2 for a, b in zip(spans, spans[1:]))
 
 
+def _whole_frame_finds_nothing(grey: np.ndarray) -> None:
+    """Precondition of the window tests: without windows, BlazeFace sees no face here."""
+    real = blazeface.windows
+    blazeface.windows = lambda height, width: []
+    try:
+        assert blazeface.find_faces(grey) == []
+    finally:
+        blazeface.windows = real
+
+
+def _fake_detect(monkeypatch, answers: list[list[blazeface.Detection]]) -> list[np.ndarray]:
+    """Make ``detect`` return ``answers`` in turn; returns the frames it was given."""
+    frames: list[np.ndarray] = []
+
+    def detect(frame: np.ndarray, min_score: float = blazeface.MIN_SCORE) -> list:
+        frames.append(frame)
+        return answers[len(frames) - 1] if len(frames) <= len(answers) else []
+
+    monkeypatch.setattr(blazeface, "detect", detect)
+    return frames
+
+
+def test_whole_frame_boxes_map_back_exactly_on_both_axes(monkeypatch) -> None:
+    # 3000x2000 shrinks to 128x85: x scale 128/3000, y scale 85/2000, not the same. The
+    # image (85 rows) sits 21 rows down in the 128x128 frame.
+    frames = _fake_detect(
+        monkeypatch, [[blazeface.Detection(xmin=0.25, ymin=(21 + 42.5) / 128, width=0.125, height=0.125, score=0.9)]]
+    )
+    (box,) = blazeface.find_faces(np.zeros((2000, 3000), np.uint8))
+    assert frames[0].shape == (128, 128)
+    assert box.x0 == pytest.approx(32 * 3000 / 128)
+    assert box.y0 == pytest.approx(42.5 * 2000 / 85)  # 1000: the middle row, exactly
+    assert box.x1 - box.x0 == pytest.approx(16 * 3000 / 128)
+    assert box.y1 - box.y0 == pytest.approx(16 * 2000 / 85)
+
+
+def test_window_boxes_map_back_exactly_on_both_axes(monkeypatch) -> None:
+    # 2000x1000 (portrait) shrinks to 128x256 for the windows: scales 128/1000 and 256/2000;
+    # windows start at rows 0, 64, 128. A face in the middle of the second window.
+    face = blazeface.Detection(xmin=0.5, ymin=0.5, width=0.25, height=0.25, score=0.9)
+    frames = _fake_detect(monkeypatch, [[], [], [face]])
+    (box,) = blazeface.find_faces(np.zeros((2000, 1000), np.uint8))
+    assert [f.shape for f in frames] == [(128, 128)] * 4  # the whole frame, three windows
+    assert box.x0 == pytest.approx(64 * 1000 / 128)
+    assert box.y0 == pytest.approx((64 + 64) * 2000 / 256)
+    assert box.y1 - box.y0 == pytest.approx(32 * 2000 / 256)
+
+
 def test_windows_find_faces_the_whole_frame_misses_in_a_wide_photo() -> None:
     # Five ~80-px faces on a 660x440 canvas: ~15 px in the letterboxed 128-px frame, but
     # ~23 px in a 440-px window.
     from hostile_corpus import five_faces
 
     grey = imaging.decode_image(five_faces()).grey
-    frame, _, _, _ = blazeface.square_frame(grey)
-    assert blazeface.detect(frame) == []
+    _whole_frame_finds_nothing(grey)
     found = faces.detect_faces(grey)
     assert len(found) == 5 and {b.detector for b in found} == {"blazeface"}
     # The same faces the cascade finds, each seen once although windows overlap.
@@ -165,8 +212,7 @@ def test_a_face_in_a_wide_photo_comes_back_in_its_pixels(astronaut: Image.Image)
     image = Image.new("L", (1920, 1080), 90)
     image.paste(head, (1400, 650))
     grey = np.asarray(image)
-    frame, _, _, _ = blazeface.square_frame(grey)
-    assert blazeface.detect(frame) == []
+    _whole_frame_finds_nothing(grey)
     (box,) = faces.detect_faces(grey)
     assert box.detector == "blazeface"
     # Where the face is in the pasted crop (found there on its own), moved to the paste.

@@ -125,9 +125,10 @@ def test_a_copy_of_another_model_is_caught_by_the_probe(
     export_lite(other)
     (exported / LITE_FILE).write_bytes((other / LITE_FILE).read_bytes())
     info = read_run_info(exported)
-    from ferdash.rundir import lite_entry
+    from ferdash.rundir import lite_entry, sha256_file
 
-    write_run_info(exported, info.classes, info.input_size, lite=lite_entry(exported / LITE_FILE, exported / MODEL_FILE))
+    entry = lite_entry(exported / LITE_FILE, sha256_file(exported / MODEL_FILE))
+    write_run_info(exported, info.classes, info.input_size, lite=entry)
     with caplog.at_level("WARNING", logger="ferdash.model_store"):
         loaded = _loaded(exported)
     assert loaded.engine == "tensorflow"
@@ -138,8 +139,12 @@ def test_a_copy_of_another_model_is_caught_by_the_probe(
     "entry", [{"file": "../../etc/passwd", "sha256": "x", "model_sha256": "y"}, "model.tflite", 7]
 )
 def test_a_malformed_entry_is_refused_without_touching_any_path(
-    exported: Path, entry: object, caplog: pytest.LogCaptureFixture
+    exported: Path, entry: object, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def no_reading(*args: object) -> None:
+        raise AssertionError("a malformed entry must not lead to reading any file")
+
+    monkeypatch.setattr(lite_engine, "_read_regular_file", no_reading)
     meta = json.loads((exported / "run.json").read_text())
     meta["lite"] = entry
     (exported / "run.json").write_text(json.dumps(meta))
@@ -165,28 +170,108 @@ def test_engine_tensorflow_from_the_environment(
 
 
 def test_parallel_threads_each_get_their_own_interpreter(exported: Path) -> None:
-    loaded = _loaded(exported)
+    info = read_run_info(exported)
+    tensorflow = _loaded(exported).model
+    from ferdash.predictor import compiled_predictor
+
+    reference = compiled_predictor(tensorflow, info.input_size, tta="hflip")
+    lite = lite_engine.load_for_run(info, reference, "hflip")
     faces = [_faces(n, seed=n) for n in (1, 2, 3, 4) * 6]
-    expected = [loaded.predict(f) for f in faces]
-    seen: set[int] = set()
+    expected = [reference(f) for f in faces]
+    interpreters: dict[int, int] = {}
+    barrier = threading.Barrier(4)
 
     def run(f: np.ndarray) -> np.ndarray:
-        seen.add(threading.get_ident())
-        return loaded.predict(f)
+        out = lite(f)
+        interpreters[threading.get_ident()] = id(lite._local.interpreter)
+        return out
+
+    def first(f: np.ndarray) -> np.ndarray:
+        barrier.wait(timeout=30)  # four threads at once, so four workers take part
+        return run(f)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
+        assert len(list(pool.map(first, faces[:4]))) == 4
         for got, want in zip(pool.map(run, faces), expected):
-            np.testing.assert_array_equal(got, want)
-    assert len(seen) > 1
+            np.testing.assert_allclose(got, want, atol=1e-5)
+    assert len(interpreters) == 4
+    assert len(set(interpreters.values())) == 4  # one interpreter per thread, none shared
 
 
-def test_export_of_a_broken_model_fails_clearly(tmp_path: Path) -> None:
+def test_a_failure_of_lite_after_loading_falls_back_to_tensorflow(
+    exported: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    loaded = _loaded(exported)
+    faces = _faces(2)
+    before = loaded.predict(faces)
+
+    def broken(self, batch):
+        raise RuntimeError("interpreter gone")
+
+    monkeypatch.setattr(lite_engine.LitePredictor, "__call__", broken)
+    with caplog.at_level("ERROR", logger="ferdash.lite_engine"):
+        np.testing.assert_allclose(loaded.predict(faces), before, atol=1e-5)
+        np.testing.assert_allclose(loaded.predict(faces), before, atol=1e-5)
+    assert caplog.text.count("TF Lite failed for run tiny7") == 1  # then TensorFlow only
+
+
+def test_a_copy_removed_while_the_app_runs_is_dropped_on_the_next_load(exported: Path) -> None:
+    assert _loaded(exported).engine == "tflite"
+    (exported / LITE_FILE).unlink()
+    assert _loaded(exported).engine == "tensorflow"
+
+
+def test_a_fifo_named_model_tflite_is_refused_without_blocking(
+    exported: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+
+    (exported / LITE_FILE).unlink()
+    os.mkfifo(exported / LITE_FILE)
+    with caplog.at_level("WARNING", logger="ferdash.model_store"):
+        assert _loaded(exported).engine == "tensorflow"
+    assert "not a regular file" in caplog.text
+
+
+def test_export_of_a_broken_model_fails_clearly_and_drops_the_old_copy(tmp_path: Path) -> None:
     run_dir = make_tiny_run(tmp_path, "broken", ["a", "b"])
-    (run_dir / MODEL_FILE).write_bytes(b"not a zip")
+    export_lite(run_dir)
+    (run_dir / MODEL_FILE).write_bytes(b"not a zip")  # the model replaced by a bad file
     with pytest.raises(ExportError, match="corrupt"):
         export_lite(run_dir)
     assert not (run_dir / LITE_FILE).exists()
-    assert "lite" not in read_run_info(run_dir).meta
+    assert read_run_info(run_dir).meta.get("lite") is None
+
+
+def test_export_on_a_full_disk_fails_clearly_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import tempfile
+
+    run_dir = make_tiny_run(tmp_path, "full", ["a", "b"])
+    real_fdopen = __import__("os").fdopen
+
+    class FullDisk:
+        def __init__(self, fd: int, mode: str) -> None:
+            self._f = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._f.close()
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("training.export_lite.os.fdopen", FullDisk)
+    with pytest.raises(ExportError, match="No space left"):
+        export_lite(run_dir)
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "evaluation.json", "history.csv", "model.keras", "run.json"
+    ]
+    assert tempfile.gettempdir()  # nothing else to clean: the temporary file was in the run
 
 
 def test_export_lite_command(tmp_path: Path) -> None:

@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from ferdash.rundir import LITE_FILE, MODEL_FILE, lite_entry, read_run_info, write_run_info
+from ferdash.rundir import (
+    LITE_FILE,
+    MODEL_FILE,
+    RunInfo,
+    lite_entry,
+    read_run_info,
+    sha256_file,
+    write_run_info,
+)
 
 
 class ExportError(RuntimeError):
@@ -32,26 +42,46 @@ def convert_keras_model(model: Any) -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
-def export_lite(run_dir: str | Path, model: Any | None = None) -> Path:
+def export_lite(run_dir: str | Path) -> Path:
     """Write ``RUN/model.tflite`` from ``RUN/model.keras`` and record it in ``run.json``.
 
-    ``model``: the already loaded ``model.keras`` of the run, when the caller has it.
+    Raises :class:`ExportError` for any failure (a model that does not load or convert, a
+    full disk, an unwritable folder), after removing what an earlier export left, so a
+    run never keeps a copy of a model it no longer has.
     """
     from ferdash.predictor import ModelLoadError, load_keras_model
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
+    path, model_path = run_dir / LITE_FILE, run_dir / MODEL_FILE
+    tmp: Path | None = None
     try:
-        model = model if model is not None else load_keras_model(run_dir / MODEL_FILE)
-        content = convert_keras_model(model)
-    except ModelLoadError as exc:
-        raise ExportError(str(exc)) from exc
-    except Exception as exc:  # the converter raises many types for unsupported models
+        # Hashed before loading: the record names the file that was converted.
+        model_sha = sha256_file(model_path)
+        content = convert_keras_model(load_keras_model(model_path))
+        fd, name = tempfile.mkstemp(dir=run_dir, prefix="model.", suffix=".tmp.tflite")
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        tmp.replace(path)
+        tmp = None
+        write_run_info(run_dir, info.classes, info.input_size, lite=lite_entry(path, model_sha))
+    except Exception as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        _forget_copy(run_dir, info)
+        if isinstance(exc, (ModelLoadError, OSError)):
+            raise ExportError(f"no {LITE_FILE} for {run_dir}: {exc}") from exc
+        # The converter raises many types for models it does not support.
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ExportError(f"TF Lite cannot convert the model of {run_dir}: {first}") from exc
-    path = run_dir / LITE_FILE
-    tmp = run_dir / "model.tmp.tflite"
-    tmp.write_bytes(content)
-    tmp.replace(path)
-    write_run_info(run_dir, info.classes, info.input_size, lite=lite_entry(path, run_dir / MODEL_FILE))
     return path
+
+
+def _forget_copy(run_dir: Path, info: RunInfo) -> None:
+    try:
+        (run_dir / LITE_FILE).unlink(missing_ok=True)
+        if info.meta.get("lite") is not None:
+            write_run_info(run_dir, info.classes, info.input_size, lite=None)
+    except OSError:
+        pass  # the app refuses a stale copy by its hash anyway
