@@ -186,7 +186,8 @@ def _load(info: RunInfo) -> LoadedRun:
     engine = "tensorflow"
     if config.engine() == "auto":
         try:
-            lite = lite_engine.load_for_run(info, predict, tta)
+            tolerance = lite_engine.probe_tolerance(model)
+            lite = lite_engine.load_for_run(info, predict, tta, tolerance)
         except lite_engine.LiteUnavailable as exc:
             # Not an error: the run works on TensorFlow alone, only slower per face.
             log = logger.info if info.meta.get("lite") is None else logger.warning

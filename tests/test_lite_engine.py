@@ -283,3 +283,23 @@ def test_export_lite_command(tmp_path: Path) -> None:
     assert "Saved artifact" not in done.stdout  # the converter's chatter stays out
     missing = subprocess.run([*cmd, str(tmp_path / "nope")], cwd=REPO_ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "run.json is missing" in missing.stderr
+
+
+def test_a_mixed_precision_run_gets_a_float32_copy(tmp_path: Path) -> None:
+    # What a GPU run writes by default: layers computing in float16, which TF Lite cannot
+    # convert as they are.
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        run_dir = make_tiny_run(tmp_path, "mixed", ["a", "b", "c"], seed=4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    export_lite(run_dir)
+    loaded = _loaded(run_dir)
+    assert loaded.engine == "tflite"
+    assert {layer.dtype_policy.compute_dtype for layer in loaded.model.layers} >= {"float16"}
+    faces = _faces(12)
+    np.testing.assert_allclose(
+        loaded.predict(faces[:1]), loaded.predict(faces)[:1], atol=lite_engine.MIXED_PROBE_TOLERANCE
+    )

@@ -5,7 +5,8 @@ export-lite --run RUN`` does it for a run trained before, or again. The copy is 
 atomically and recorded in ``run.json`` (``lite``: its SHA-256 and that of the
 ``model.keras`` it came from), which is what lets the app trust it (see
 ``ferdash.lite_engine``). Float32, no quantisation: the app checks that it gives the
-same probabilities as the Keras model.
+same probabilities as the Keras model (a run trained in mixed precision is converted
+from a float32 copy of itself, so the two differ by float16 rounding only).
 """
 
 from __future__ import annotations
@@ -42,6 +43,24 @@ def convert_keras_model(model: Any) -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
+def float32_twin(model: Any) -> Any:
+    """``model`` computing in float32: itself, or a copy with its weights if it computed in
+    float16 (a run trained with ``mixed_float16`` on a GPU), which TF Lite cannot convert
+    ("'tf.Mul' op is neither a custom op nor a flex op") and a CPU runs slowly anyway."""
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
+        return model
+    import keras
+
+    def in_float32(layer: Any) -> Any:
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    twin = keras.models.clone_model(model, clone_function=in_float32)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def export_lite(run_dir: str | Path) -> Path:
     """Write ``RUN/model.tflite`` from ``RUN/model.keras`` and record it in ``run.json``.
 
@@ -58,7 +77,7 @@ def export_lite(run_dir: str | Path) -> Path:
     try:
         # Hashed before loading: the record names the file that was converted.
         model_sha = sha256_file(model_path)
-        content = convert_keras_model(load_keras_model(model_path))
+        content = convert_keras_model(float32_twin(load_keras_model(model_path)))
         fd, name = tempfile.mkstemp(dir=run_dir, prefix="model.", suffix=".tmp.tflite")
         tmp = Path(name)
         with os.fdopen(fd, "wb") as f:
