@@ -127,9 +127,9 @@ def test_windows_cover_the_long_side_with_half_overlap() -> None:
     assert [y for _, y, _ in tall] == [0, 64, 128, 192, 256, 272]
     assert all(x == 0 and side == 128 for x, _, side in tall)
     # A strip would need many windows: none (the cascade searches it alone).
-    assert len(blazeface.windows(128, 576)) == blazeface.MAX_WINDOWS
-    assert blazeface.windows(128, 600) == [] and blazeface.windows(2048, 30) == []
-    for height, width in ((128, 228), (128, 570), (400, 128), (128, 154), (97, 300)):
+    assert len(blazeface.windows(128, 768)) == blazeface.MAX_WINDOWS  # 6:1
+    assert blazeface.windows(128, 800) == [] and blazeface.windows(2048, 30) == []
+    for height, width in ((128, 228), (128, 760), (400, 128), (128, 154), (97, 300)):
         spans = [
             (x, x + side) if width >= height else (y, y + side)
             for x, y, side in blazeface.windows(height, width)
@@ -294,3 +294,18 @@ def test_a_detector_error_on_one_image_leaves_it_to_the_cascade(
         assert faces.detect_faces(grey) == faces._haar_faces(grey, faces.DETECT_MAX_SIDE) != []
     assert "BlazeFace failed" in caplog.text
     assert faces._blazeface_failed is None  # one bad image does not switch it off
+
+
+def test_a_row_of_five_portraits_is_searched_in_windows() -> None:
+    # 960x200 (4.8:1): nine windows, within MAX_WINDOWS; the cascade alone finds none here.
+    from hostile_corpus import astronaut_face
+
+    canvas = Image.new("L", (960, 200), 120)
+    face = astronaut_face(180).convert("L")
+    for i in range(5):
+        canvas.paste(face, (10 + i * 190, 10))
+    grey = np.asarray(canvas)
+    assert len(blazeface.windows(*grey.shape)) == 9
+    found = faces.detect_faces(grey)
+    assert len(found) == 5 and {b.detector for b in found} == {"blazeface"}
+    assert sorted(b.x // 190 for b in found) == [0, 1, 2, 3, 4]  # one per portrait
