@@ -2,7 +2,8 @@
 
 The model file (``data/blazeface_short_range.tflite``, 229 kB, Apache-2.0, see
 ``data/NOTICE``) is Google MediaPipe's "face_detection_short_range" network: one 128x128
-RGB frame in, 896 anchor boxes with a face score each out, about 1 ms on one CPU core (1.5–3 ms with the padding and shrinking of a photo). It
+RGB frame in, 896 anchor boxes with a face score each out, about 1 ms on one CPU core
+(1.5–3 ms with the shrinking and padding of a photo; each window searched adds ~1 ms). It
 was trained on faces within about 2 m of a phone's camera, i.e. faces that fill a good part
 of the frame (portraits, selfies, the photos people upload to an expression app), and it
 finds those faces several times faster than OpenCV's Haar cascades and at more angles.
@@ -27,6 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .imaging import shrink_to_max_side
 from .lite_engine import LiteUnavailable, interpreter_class
 
 MODEL_FILE = Path(__file__).with_name("data") / "blazeface_short_range.tflite"
@@ -96,6 +98,7 @@ def _anchor_centres() -> np.ndarray:
 
 _ANCHORS = _anchor_centres()
 _local = threading.local()
+
 
 class DetectorUnavailable(RuntimeError):
     """TensorFlow Lite or the model file is missing: callers fall back to other detectors."""
@@ -186,7 +189,7 @@ def find_faces(grey: np.ndarray, min_score: float = MIN_SCORE) -> list[PixelBox]
     """
     # Shrunk first, then padded square: padding a 1920x1080 photo to 1920x1920 before
     # shrinking it would cost more than the network.
-    reduced, sx, sy = _shrink(grey, INPUT_SIDE / max(grey.shape[:2]))
+    reduced, sx, sy = _shrunk(grey, INPUT_SIDE)
     frame, side, left, top = square_frame(reduced)
     found = [
         PixelBox(
@@ -202,7 +205,8 @@ def find_faces(grey: np.ndarray, min_score: float = MIN_SCORE) -> list[PixelBox]
         return found
     # One shrink for all windows (short side to the network's input), so each window is a
     # 128x128 slice that needs no resize of its own.
-    small, sx, sy = _shrink(grey, INPUT_SIDE / min(grey.shape[:2]))
+    height, width = grey.shape[:2]
+    small, sx, sy = _shrunk(grey, round(INPUT_SIDE * max(height, width) / min(height, width)))
     corners, scores = [], []
     for x0, y0, win in windows(*small.shape[:2]):
         tile, _, _, _ = square_frame(small[y0 : y0 + win, x0 : x0 + win])
@@ -220,18 +224,15 @@ def find_faces(grey: np.ndarray, min_score: float = MIN_SCORE) -> list[PixelBox]
     ]
 
 
-def _shrink(grey: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
-    """``grey`` scaled by ``scale`` (area averaging), never enlarged, and the x and y scales.
+def _shrunk(grey: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float]:
+    """:func:`ferdash.imaging.shrink_to_max_side`, with the x and y scales it applied.
 
-    Each side is rounded on its own, so the two scales differ slightly; boxes map back
-    with both (a 6000x4000 photo becomes 128x85: one scale would misplace y by 15 px).
+    Each side is rounded on its own, so the two differ slightly; boxes map back with both,
+    read off the copy's shape (a 6000x4000 photo becomes 128x85: one scale would misplace
+    y by 15 px).
     """
-    height, width = grey.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if scale >= 1.0 or size == (width, height):
-        return grey, 1.0, 1.0
-    small = cv2.resize(np.ascontiguousarray(grey, dtype=np.uint8), size, interpolation=cv2.INTER_AREA)
-    return small, size[0] / width, size[1] / height
+    small, _ = shrink_to_max_side(np.ascontiguousarray(grey, dtype=np.uint8), max_side)
+    return small, small.shape[1] / grey.shape[1], small.shape[0] / grey.shape[0]
 
 
 def detect(frame: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:

@@ -3,8 +3,9 @@
 Two detectors, fastest first:
 
 1. MediaPipe's BlazeFace short-range network (:mod:`ferdash.blazeface`, a 229 kB model
-   that ships with the app, run by TensorFlow Lite): 1.5–3 ms for any photo, finds
-   faces that fill a good part of the frame (portraits, selfies), also turned or tilted.
+   that ships with the app, run by TensorFlow Lite): 1.5–3 ms for a photo, finds faces
+   that fill a good part of the frame (portraits, selfies), also turned or tilted, and,
+   in square windows of a wide or tall photo, somewhat smaller ones (~1 ms a window).
 2. Only when it finds nothing: OpenCV's frontal-face Haar cascade ("alt2"), whose model
    file ships inside the ``opencv-python-headless`` wheel, searching a coarse copy and then
    a finer one (:func:`detect_faces`) for the smaller faces of group photos and wide shots.

@@ -160,12 +160,17 @@ class LitePredictor:
         return (out[:n] + out[n:]) / 2.0 if self._tta == "hflip" else out
 
 
+def computes_in_float32(model: Any) -> bool:
+    """Whether every layer of a Keras model computes in float32 (not mixed precision)."""
+    return all(
+        getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32"
+        for layer in getattr(model, "layers", [])
+    )
+
+
 def probe_tolerance(model: Any) -> float:
     """How far the TF Lite copy of ``model`` may differ on the probe (see the constants)."""
-    layers = getattr(model, "layers", [])
-    if all(getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32" for layer in layers):
-        return PROBE_TOLERANCE
-    return MIXED_PROBE_TOLERANCE
+    return PROBE_TOLERANCE if computes_in_float32(model) else MIXED_PROBE_TOLERANCE
 
 
 def load_for_run(

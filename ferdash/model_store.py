@@ -30,7 +30,6 @@ from . import config, lite_engine
 from .predictor import TTA_MODES, ModelLoadError, compiled_predictor, load_keras_model
 from .rundir import RunInfo, file_stamp
 
-
 logger = logging.getLogger(__name__)
 
 

@@ -47,7 +47,9 @@ def float32_twin(model: Any) -> Any:
     """``model`` computing in float32: itself, or a copy with its weights if it computed in
     float16 (a run trained with ``mixed_float16`` on a GPU), which TF Lite cannot convert
     ("'tf.Mul' op is neither a custom op nor a flex op") and a CPU runs slowly anyway."""
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
+    from ferdash.lite_engine import computes_in_float32
+
+    if computes_in_float32(model):
         return model
     import keras
 
