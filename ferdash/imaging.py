@@ -135,7 +135,9 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage
         # with thousands of frames turns into a CPU bomb. is_animated looks at one more.
         multi_frame = bool(getattr(img, "is_animated", False))
         try:
-            grey = _to_grey(img)
+            grey = _plain_png_grey(data, img)
+            if grey is None:
+                grey = _to_grey(img)
         except UploadError:
             raise
         except Exception as exc:  # Truncated data surfaces as OSError, SyntaxError, ...
@@ -174,6 +176,68 @@ def _too_many_pixels_message(width: int | None = None, height: int | None = None
     return (
         f"The image is too large{size}: at most {MAX_PIXELS // 1_000_000} megapixels are accepted."
     )
+
+
+def _plain_png_grey(data: bytes, img: Image.Image) -> np.ndarray | None:
+    """The pixels of a plain 8-bit greyscale or RGB PNG decoded by OpenCV, else None.
+
+    Why: libpng's SIMD unfiltering decodes a photo-sized PNG ~20% faster than Pillow's
+    decoder (9.9 against 8.4 ms for the 512x512 astronaut), and PNG is what FER
+    datasets and screenshots come as. Pillow has already read the header and the pixel
+    cap has been checked; every PNG that needs Pillow's handling (16-bit, palette,
+    transparency, alpha, animation, an EXIF orientation) and every file OpenCV cannot
+    decode whole (truncated, corrupt) goes through :func:`_to_grey`, which gives the
+    message. Colour is reduced with OpenCV's luma weights, the same as Pillow's
+    ``convert("L")`` but for a rounding difference of at most 1 grey level.
+    """
+    if (
+        img.format != "PNG"
+        or img.mode not in ("L", "RGB")
+        or "transparency" in img.info
+        or getattr(img, "is_animated", False)
+        # IHDR follows the 8-byte signature: bit depth at byte 24, colour type at 25
+        # (0 grey, 2 RGB). A 16-bit RGB PNG also opens as mode "RGB".
+        or data[12:16] != b"IHDR"
+        or data[24] != 8
+        or data[25] not in (0, 2)
+    ):
+        return None
+    chunks = _png_chunk_types(data)
+    # An eXIf chunk may carry an orientation, which exif_transpose in _to_grey applies.
+    # No IEND: truncated, left to Pillow (which reads what is there) rather than have
+    # libpng print its complaint to the server's log. Compressed text is left to Pillow
+    # too, so that a text bomb after the pixels is refused as it is before them.
+    if (
+        chunks is None
+        or b"IEND" not in chunks
+        or not chunks.isdisjoint({b"eXIf", b"tRNS", b"acTL", b"zTXt", b"iTXt"})
+    ):
+        return None
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.dtype != np.uint8 or pixels.shape[:2] != (img.height, img.width):
+        return None
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    return _working_size(pixels)
+
+
+def _png_chunk_types(data: bytes, max_chunks: int = 4096) -> set[bytes] | None:
+    """The chunk types of a PNG, read from the chunk headers alone; None past ``max_chunks``.
+
+    A walk over lengths rather than a search of the bytes: ~10 steps for a photo instead
+    of a scan of all its data; the cap bounds a file made of millions of empty chunks.
+    """
+    types: set[bytes] = set()
+    pos = 8
+    for _ in range(max_chunks):
+        if pos + 8 > len(data):
+            return types
+        kind = data[pos + 4 : pos + 8]
+        types.add(kind)
+        if kind == b"IEND":
+            return types
+        pos += int.from_bytes(data[pos : pos + 4], "big") + 12
+    return None
 
 
 def _to_grey(img: Image.Image) -> np.ndarray:
@@ -215,6 +279,11 @@ def _to_grey(img: Image.Image) -> np.ndarray:
             img = img.convert("RGB")  # CMYK, palette, YCbCr, 1-bit, LAB, ...
         grey = np.asarray(img.convert("L"), dtype=np.uint8)
 
+    return _working_size(grey)
+
+
+def _working_size(grey: np.ndarray) -> np.ndarray:
+    """``grey`` contiguous, reduced to a long side of :data:`WORKING_MAX_SIDE` if longer."""
     grey = np.ascontiguousarray(grey)
     long_side = max(grey.shape)
     if long_side > WORKING_MAX_SIDE:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -197,3 +198,100 @@ def test_corrupt_file_with_an_image_signature_says_so() -> None:
         decode_image(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(UploadError, match="not an image format"):
         decode_image(b"GIF? no, plain text")
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    import zlib
+
+    crc = zlib.crc32(kind + payload).to_bytes(4, "big")
+    return len(payload).to_bytes(4, "big") + kind + payload + crc
+
+
+def _astronaut(mode: str) -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(data.astronaut()).convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_plain_png_is_decoded_by_opencv_like_pillow(mode: str) -> None:
+    data = encode(_astronaut(mode), "PNG")
+    fast = imaging._plain_png_grey(data, Image.open(io.BytesIO(data)))
+    assert fast is not None, "a plain 8-bit PNG should take the OpenCV path"
+    pillow = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.int16)
+    assert fast.shape == pillow.shape == (512, 512)
+    # Same luma weights; fixed-point rounding differs by at most one level, rarely.
+    assert np.abs(fast.astype(np.int16) - pillow).max() <= 1
+    assert np.mean(fast != pillow) < 0.01
+    assert np.array_equal(decode_image(data).grey, fast)
+
+
+def test_plain_png_path_keeps_the_working_size_limit() -> None:
+    data = encode(Image.new("RGB", (4100, 1000), (10, 200, 30)), "PNG")
+    assert imaging._plain_png_grey(data, Image.open(io.BytesIO(data))) is not None
+    assert decode_image(data).grey.shape == (500, 2048)
+
+
+def _ztxt() -> Any:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "a compressed comment", zip=True)
+    return info
+
+
+def _png_cases() -> dict[str, bytes]:
+    import cv2
+
+    palette = _astronaut("RGB").resize((64, 64)).convert("P")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    frames = [Image.new("L", (32, 32), v) for v in (0, 255)]
+    animated = io.BytesIO()
+    frames[0].save(animated, format="PNG", save_all=True, append_images=frames[1:])
+    plain = encode(gradient(), "PNG")
+    end = plain.rindex(b"IEND") - 4
+    many_chunks = plain[:33] + _png_chunk(b"tEXt", b"k\x00v") * 5000 + plain[33:]
+    rgb16 = np.zeros((48, 64, 3), dtype=np.uint16)
+    rgb16[..., 1] = np.linspace(0, 65535, 64, dtype=np.uint16)
+    return {
+        "16-bit RGB": cv2.imencode(".png", rgb16)[1].tobytes(),
+        "palette": encode(palette, "PNG"),
+        "grey with tRNS": encode(gradient(), "PNG", transparency=0),
+        "RGBA": encode(_astronaut("RGBA"), "PNG"),
+        "eXIf orientation": encode(gradient(40, 20).convert("RGB"), "PNG", exif=exif.tobytes()),
+        "animated (APNG)": animated.getvalue(),
+        "no IEND (truncated)": plain[:end],
+        "5000 chunks": many_chunks,
+        "compressed text": encode(gradient(), "PNG", pnginfo=_ztxt()),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_png_cases()))
+def test_pngs_that_need_pillow_are_left_to_it(case: str) -> None:
+    data = _png_cases()[case]
+    assert imaging._plain_png_grey(data, Image.open(io.BytesIO(data))) is None
+    decoded = decode_image(data)  # Pillow's path decodes each of them
+    assert decoded.grey.dtype == np.uint8 and decoded.grey.size > 0
+
+
+def test_png_exif_orientation_is_honoured() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    decoded = decode_image(encode(gradient(40, 20).convert("RGB"), "PNG", exif=exif.tobytes()))
+    assert decoded.grey.shape == (40, 20)
+    assert decoded.grey[:4].mean() < decoded.grey[-4:].mean()
+
+
+def test_16_bit_rgb_png_keeps_its_levels() -> None:
+    data = _png_cases()["16-bit RGB"]
+    grey = decode_image(data).grey
+    # Green ramps 0..65535 left to right: luma 0.587 of full scale at the right edge.
+    assert grey[:, 0].max() <= 1 and abs(int(grey[0, -1]) - 150) <= 2
+
+
+def test_corrupt_png_pixels_are_refused_on_either_path() -> None:
+    data = bytearray(encode(_astronaut("RGB"), "PNG"))
+    data[5000] ^= 0xFF  # inside IDAT: the chunk walk still sees a whole file
+    with pytest.raises(UploadError, match="truncated or corrupt"):
+        decode_image(bytes(data))
