@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .predictor import computes_in_float32
 from .rundir import LITE_FILE, RunInfo, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -158,14 +159,6 @@ class LitePredictor:
         interpreter.invoke()
         out = interpreter.get_tensor(self._io[1]).astype(np.float32)
         return (out[:n] + out[n:]) / 2.0 if self._tta == "hflip" else out
-
-
-def computes_in_float32(model: Any) -> bool:
-    """Whether every layer of a Keras model computes in float32 (not mixed precision)."""
-    return all(
-        getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32"
-        for layer in getattr(model, "layers", [])
-    )
 
 
 def probe_tolerance(model: Any) -> float:

@@ -27,7 +27,15 @@ from typing import Any, Callable
 import numpy as np
 
 from . import config, lite_engine
-from .predictor import TTA_MODES, ModelLoadError, compiled_predictor, load_keras_model
+from .predictor import (
+    TTA_MODES,
+    ModelLoadError,
+    compiled_predictor,
+    computes_in_float32,
+    float32_twin,
+    gpu_present,
+    load_keras_model,
+)
 from .rundir import RunInfo, file_stamp
 
 logger = logging.getLogger(__name__)
@@ -158,6 +166,11 @@ def _load(info: RunInfo) -> LoadedRun:
             f"known: {', '.join(str(m) for m in TTA_MODES if m)} or none"
         )
     model = load_keras_model(info.model_path)
+    if not computes_in_float32(model) and not gpu_present():
+        # A run trained in mixed precision on a GPU: TensorFlow's CPU kernels are slower
+        # in float16 (fernet, 64 faces with flip TTA: 1.5-1.8x the float32 time on the
+        # 2-core development machine), and float32 only drops float16's rounding.
+        model = float32_twin(model)
     height, width = info.input_size
     try:
         in_shape = tuple(model.input_shape)

@@ -53,6 +53,40 @@ def check_keras_archive(path: Path) -> None:
         )
 
 
+def computes_in_float32(model: Any) -> bool:
+    """Whether every layer of a Keras model computes in float32 (not mixed precision)."""
+    return all(
+        getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32"
+        for layer in getattr(model, "layers", [])
+    )
+
+
+def float32_twin(model: Any) -> Any:
+    """``model`` computing in float32: itself, or a copy with its weights if it computed in
+    float16 (a run trained with ``mixed_float16`` on a GPU). TF Lite cannot convert the
+    float16 graph ("'tf.Mul' op is neither a custom op nor a flex op"), and a CPU has no
+    fast float16 kernels."""
+    if computes_in_float32(model):
+        return model
+    import keras
+
+    def in_float32(layer: Any) -> Any:
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    twin = keras.models.clone_model(model, clone_function=in_float32)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def gpu_present() -> bool:
+    """Whether TensorFlow sees a GPU in this process."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def compiled_predictor(
     model: Any, input_size: tuple[int, int], tta: str | None = None
 ) -> Callable[[np.ndarray], np.ndarray]:

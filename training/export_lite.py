@@ -43,26 +43,6 @@ def convert_keras_model(model: Any) -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
-def float32_twin(model: Any) -> Any:
-    """``model`` computing in float32: itself, or a copy with its weights if it computed in
-    float16 (a run trained with ``mixed_float16`` on a GPU), which TF Lite cannot convert
-    ("'tf.Mul' op is neither a custom op nor a flex op") and a CPU runs slowly anyway."""
-    from ferdash.lite_engine import computes_in_float32
-
-    if computes_in_float32(model):
-        return model
-    import keras
-
-    def in_float32(layer: Any) -> Any:
-        config = layer.get_config()
-        config["dtype"] = "float32"
-        return layer.__class__.from_config(config)
-
-    twin = keras.models.clone_model(model, clone_function=in_float32)
-    twin.set_weights(model.get_weights())
-    return twin
-
-
 def export_lite(run_dir: str | Path) -> Path:
     """Write ``RUN/model.tflite`` from ``RUN/model.keras`` and record it in ``run.json``.
 
@@ -70,7 +50,7 @@ def export_lite(run_dir: str | Path) -> Path:
     full disk, an unwritable folder), after removing what an earlier export left, so a
     run never keeps a copy of a model it no longer has.
     """
-    from ferdash.predictor import ModelLoadError, load_keras_model
+    from ferdash.predictor import ModelLoadError, float32_twin, load_keras_model
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
