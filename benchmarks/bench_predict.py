@@ -1,7 +1,7 @@
 """Time the Predict pipeline for one 640x480 photo, warm, and compare the compiled call
 with ``model.predict`` for a single face, side by side in one run; then the two engines
 (the run's TF Lite copy, TensorFlow's traced function) over batch sizes, interleaved,
-which is where ``ferdash.lite_engine.LITE_MAX_BATCH`` comes from.
+which is where ``ferdash.lite_engine.LITE_MAX_ROWS`` comes from.
 
     python benchmarks/bench_predict.py [--runs 200] [--model models/fer7]
 

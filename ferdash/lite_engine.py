@@ -4,7 +4,7 @@ Why two engines: for one face, TensorFlow's traced function costs ~5–6 ms for 
 with flip TTA on the 2-core development machine (per-call overhead and small
 single-image convolutions), TensorFlow Lite with its XNNPACK kernels ~2.5 ms; for
 more than a few faces TensorFlow is the faster again. So the app hands up to
-:data:`LITE_MAX_BATCH` faces to TF Lite and larger batches to TensorFlow.
+:func:`max_lite_faces` faces to TF Lite and larger batches to TensorFlow.
 
 Trust: TF Lite does not validate a model file, and a damaged one crashes the process
 instead of raising. A run's ``model.tflite`` is therefore used only when ``run.json``'s
@@ -41,10 +41,11 @@ logger = logging.getLogger(__name__)
 # parallel threads that use catch_warnings() themselves.
 warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated")
 
-#: Faces per call up to which TF Lite runs them; above, TensorFlow. bench_predict.py, fer7
-#: with flip TTA, two runs: TF Lite 1.4-2.6x as fast for 1 face, 1.5x for 2, 1.1-1.2x for
-#: 4, 0.9-1.0x for 8, 0.8x from 16 on.
-LITE_MAX_BATCH = 4
+#: Network rows per call up to which TF Lite runs them; above, TensorFlow. A row is one
+#: face, or one of its two images under flip TTA. bench_predict.py, fer7 with flip TTA,
+#: two runs: TF Lite 1.4-2.6x as fast for 1 face (2 rows), 1.5x for 2, 1.1-1.2x for 4
+#: (8 rows), 0.9-1.0x for 8 (16 rows), 0.8x from 16 faces on.
+LITE_MAX_ROWS = 8
 #: Largest difference in any probability, on the probe batch, still taken as "the same model".
 PROBE_TOLERANCE = 1e-4
 #: The same for a model that computes in float16 (trained with mixed precision): its TF
@@ -237,12 +238,19 @@ def _read_regular_file(path: Path, limit: int) -> bytes | None:
     return content if len(content) <= limit else None
 
 
+def max_lite_faces(tta: str | None) -> int:
+    """Faces per call that TF Lite runs: :data:`LITE_MAX_ROWS` rows, two per face under flip TTA."""
+    return LITE_MAX_ROWS // 2 if tta == "hflip" else LITE_MAX_ROWS
+
+
 def small_batches_on_lite(
     lite: Callable[[np.ndarray], np.ndarray],
     tensorflow: Callable[[np.ndarray], np.ndarray],
     name: str = "",
+    max_faces: int = LITE_MAX_ROWS,
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """One predictor: ``lite`` for up to :data:`LITE_MAX_BATCH` faces, ``tensorflow`` above.
+    """One predictor: ``lite`` for up to ``max_faces`` faces (:func:`max_lite_faces`),
+    ``tensorflow`` above.
 
     Should TF Lite fail later (e.g. a new worker thread's interpreter cannot be made),
     TensorFlow answers that call and every later one: the person still gets a result.
@@ -250,7 +258,7 @@ def small_batches_on_lite(
     failed = threading.Event()
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        if failed.is_set() or len(batch) > LITE_MAX_BATCH:
+        if failed.is_set() or len(batch) > max_faces:
             return tensorflow(batch)
         try:
             return lite(batch)

@@ -207,6 +207,8 @@ def _load(info: RunInfo) -> LoadedRun:
         except Exception:
             logger.exception("TF Lite copy of %s unusable; TensorFlow runs all its batches", info.name)
         else:
-            predict = lite_engine.small_batches_on_lite(lite, predict, info.name)
+            predict = lite_engine.small_batches_on_lite(
+                lite, predict, info.name, lite_engine.max_lite_faces(tta)
+            )
             engine = "tflite"
     return LoadedRun(info=info, predict=predict, tta=tta, engine=engine, model=model)

@@ -64,11 +64,33 @@ def test_small_batches_run_on_lite_with_tensorflow_s_probabilities(
     faces = _faces(40)
     expected = slow.predict(faces)
     # One face, a few, the largest batch lite takes, then one TensorFlow takes again.
-    for n in (1, 5, lite_engine.LITE_MAX_BATCH, lite_engine.LITE_MAX_BATCH + 1, 40):
+    most = lite_engine.max_lite_faces(tta)
+    for n in (1, 3, most, most + 1, 40):
         np.testing.assert_allclose(fast.predict(faces[:n]), expected[:n], atol=1e-5)
     assert fast.predict(faces[:0]).shape == (0, 3)
     with pytest.raises(ValueError, match="shape"):
         fast.predict(np.zeros((2, 32, 32, 1), np.float32))
+
+
+@pytest.mark.parametrize(("tta", "most"), [(None, 8), ("hflip", 4)])
+def test_small_batches_go_to_lite_counted_in_network_rows(tta: str | None, most: int) -> None:
+    # Flip TTA doubles the rows of each face, so half as many faces fit under the crossover.
+    calls: list[tuple[str, int]] = []
+
+    def engine(label: str):
+        def run(batch: np.ndarray) -> np.ndarray:
+            calls.append((label, len(batch)))
+            return np.zeros((len(batch), 3), np.float32)
+
+        return run
+
+    predict = lite_engine.small_batches_on_lite(
+        engine("lite"), engine("tensorflow"), "r", lite_engine.max_lite_faces(tta)
+    )
+    for n in (1, most, most + 1):
+        predict(_faces(n))
+    assert lite_engine.max_lite_faces(tta) == most
+    assert calls == [("lite", 1), ("lite", most), ("tensorflow", most + 1)]
 
 
 def test_flip_tta_averages_the_mirror_image(exported: Path) -> None:
