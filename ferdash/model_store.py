@@ -48,13 +48,23 @@ class LoadedRun:
     info: RunInfo
     predict: Callable[[np.ndarray], np.ndarray]
     tta: str | None
-    #: "tflite" when small batches run on the run's checked model.tflite, else "tensorflow".
+    #: "tflite" when the run's checked model.tflite runs its batches (all of them if
+    #: quantised, else the small ones), else "tensorflow".
     engine: str = "tensorflow"
+    #: Whether that copy is dynamic-range quantised (int8 weights).
+    quantized: bool = False
     #: The Keras model itself: Grad-CAM (ferdash.saliency) needs its layers.
     model: Any = field(default=None, compare=False, repr=False)
     #: Companions of the model built on first use and shared with it (the Grad-CAM
     #: sub-model), so they are dropped with it when the file changes.
     extras: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def engine_name(self) -> str:
+        """What computes the probabilities, in words, e.g. for ``evaluation.json``."""
+        if self.engine == "tflite" and self.quantized:
+            return "tflite (dynamic-range int8 weights)"
+        return self.engine
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -195,10 +205,11 @@ def _load(info: RunInfo) -> LoadedRun:
         predict(np.zeros((1, height, width, 1), dtype=np.float32))
     except Exception as exc:
         raise ModelLoadError(f"model of {info.name} fails on a test input: {exc}") from exc
-    engine = "tensorflow"
+    engine, quantized = "tensorflow", False
     if config.engine() == "auto":
         try:
-            tolerance = lite_engine.probe_tolerance(model)
+            entry = info.meta.get("lite")
+            tolerance = lite_engine.probe_tolerance(model, entry)
             lite = lite_engine.load_for_run(info, predict, tta, tolerance)
         except lite_engine.LiteUnavailable as exc:
             # Not an error: the run works on TensorFlow alone, only slower per face.
@@ -207,8 +218,12 @@ def _load(info: RunInfo) -> LoadedRun:
         except Exception:
             logger.exception("TF Lite copy of %s unusable; TensorFlow runs all its batches", info.name)
         else:
-            predict = lite_engine.small_batches_on_lite(
-                lite, predict, info.name, lite_engine.max_lite_faces(tta)
-            )
+            quantized = lite_engine.is_quantized(entry)
+            # A quantised copy is the faster at every batch size (and one engine gives a
+            # face the same probabilities in any batch); a float32 one only for a few rows.
+            most = None if quantized else lite_engine.max_lite_faces(tta)
+            predict = lite_engine.small_batches_on_lite(lite, predict, info.name, most)
             engine = "tflite"
-    return LoadedRun(info=info, predict=predict, tta=tta, engine=engine, model=model)
+    return LoadedRun(
+        info=info, predict=predict, tta=tta, engine=engine, quantized=quantized, model=model
+    )

@@ -357,9 +357,20 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def lite_entry(lite_path: str | Path, model_sha256: str) -> dict[str, str]:
-    """The ``lite`` entry of ``run.json``: ``lite_path``'s hash and its source model's."""
-    return {"file": LITE_FILE, "sha256": sha256_file(lite_path), "model_sha256": model_sha256}
+#: ``quantization`` of a ``lite`` entry whose copy keeps its weights in int8 and quantises
+#: each face's activations when it runs (TF Lite's dynamic-range quantisation).
+DYNAMIC_RANGE = "dynamic-range"
+
+
+def lite_entry(
+    lite_path: str | Path, model_sha256: str, quantization: str | None = None
+) -> dict[str, str]:
+    """The ``lite`` entry of ``run.json``: ``lite_path``'s hash and its source model's, and
+    how it was quantised (absent for a float32 copy)."""
+    entry = {"file": LITE_FILE, "sha256": sha256_file(lite_path), "model_sha256": model_sha256}
+    if quantization:
+        entry["quantization"] = quantization
+    return entry
 
 
 def discover_runs(*roots: str | Path) -> list[RunListing]:

@@ -14,7 +14,7 @@ import pytest
 
 from ferdash import lite_engine, model_store
 from ferdash.predictor import compiled_predictor, computes_in_float32, gpu_present, load_keras_model
-from ferdash.rundir import LITE_FILE, MODEL_FILE, read_run_info, write_run_info
+from ferdash.rundir import DYNAMIC_RANGE, LITE_FILE, MODEL_FILE, read_run_info, write_run_info
 from tiny_runs import build_tiny_model, empty_cache, make_tiny_run  # noqa: F401 (fixture)
 from training.export_lite import ExportError, export_lite
 
@@ -45,17 +45,73 @@ def test_export_writes_the_copy_and_records_both_hashes(exported: Path) -> None:
         "file": LITE_FILE,
         "sha256": hashlib.sha256(lite.read_bytes()).hexdigest(),
         "model_sha256": hashlib.sha256((exported / MODEL_FILE).read_bytes()).hexdigest(),
+        "quantization": DYNAMIC_RANGE,
     }
     assert not list(exported.glob("*.tmp.*"))  # written atomically, nothing left behind
+    export_lite(exported, quantization=None)
+    assert "quantization" not in read_run_info(exported).meta["lite"]
+
+
+def _quantisable_run(root: Path, tta: str | None = "hflip") -> Path:
+    """A run whose model has layers of over 1,024 weights, which TF Lite quantises (the
+    tiny model's are all smaller and stay float)."""
+    import keras
+
+    run_dir = make_tiny_run(root, "wider", ["a", "b", "c"], seed=2, tta=tta)
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = keras.layers.Conv2D(64, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(64, activation="relu")(x)
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(run_dir / MODEL_FILE)
+    return run_dir
+
+
+def test_the_copy_is_dynamic_range_quantised_and_each_face_independent_of_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = _quantisable_run(tmp_path)
+    export_lite(run_dir)
+    interpreter = lite_engine.interpreter_class()(model_path=str(run_dir / LITE_FILE))
+    assert any(t["dtype"] == np.int8 for t in interpreter.get_tensor_details())  # int8 weights
+    float_bytes = len(_float32_copy(tmp_path, run_dir))
+    assert (run_dir / LITE_FILE).stat().st_size < float_bytes / 2
+    fast = _loaded(run_dir)
+    assert fast.engine == "tflite" and fast.quantized
+    assert fast.engine_name == "tflite (dynamic-range int8 weights)"
+    faces = _faces(70)  # more than one LITE_CHUNK
+    together = fast.predict(faces)
+    # Activations are quantised face by face: the same face, the same probabilities,
+    # alone or in any batch, and every batch size runs on the copy.
+    alone = np.concatenate([fast.predict(faces[i : i + 1]) for i in range(len(faces))])
+    np.testing.assert_array_equal(together, alone)
+    np.testing.assert_array_equal(fast.predict(faces[::-1])[::-1], together)
+    monkeypatch.setenv("FERDASH_ENGINE", "tensorflow")
+    model_store.clear_cache()
+    exact = _loaded(run_dir).predict(faces)
+    gap = np.abs(together - exact).max()
+    assert 0 < gap <= lite_engine.QUANTIZED_PROBE_TOLERANCE
+    assert np.mean(together.argmax(1) == exact.argmax(1)) >= 0.9
+
+
+def _float32_copy(tmp_path: Path, run_dir: Path) -> bytes:
+    import shutil
+
+    twin = tmp_path / "float32"
+    shutil.copytree(run_dir, twin)
+    return export_lite(twin, quantization=None).read_bytes()
 
 
 @pytest.mark.parametrize("tta", [None, "hflip"])
-def test_small_batches_run_on_lite_with_tensorflow_s_probabilities(
+def test_small_batches_run_on_a_float32_copy_with_tensorflow_s_probabilities(
     tmp_path: Path, tta: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run_dir = make_tiny_run(tmp_path, "tiny", ["a", "b", "c"], seed=7, tta=tta)
-    export_lite(run_dir)
+    run_dir = _quantisable_run(tmp_path, tta=tta)
+    export_lite(run_dir, quantization=None)
     fast = _loaded(run_dir)
+    assert not fast.quantized and fast.engine_name == "tflite"
     assert fast.engine == "tflite"
     monkeypatch.setenv("FERDASH_ENGINE", "tensorflow")
     model_store.clear_cache()
@@ -72,8 +128,10 @@ def test_small_batches_run_on_lite_with_tensorflow_s_probabilities(
         fast.predict(np.zeros((2, 32, 32, 1), np.float32))
 
 
-@pytest.mark.parametrize(("tta", "most"), [(None, 8), ("hflip", 4)])
-def test_small_batches_go_to_lite_counted_in_network_rows(tta: str | None, most: int) -> None:
+@pytest.mark.parametrize(("tta", "most"), [(None, 8), ("hflip", 4), (None, None)])
+def test_batches_go_to_lite_up_to_a_number_of_network_rows(
+    tta: str | None, most: int | None
+) -> None:
     # Flip TTA doubles the rows of each face, so half as many faces fit under the crossover.
     calls: list[tuple[str, int]] = []
 
@@ -84,6 +142,12 @@ def test_small_batches_go_to_lite_counted_in_network_rows(tta: str | None, most:
 
         return run
 
+    if most is None:  # a quantised copy: every batch
+        predict = lite_engine.small_batches_on_lite(engine("lite"), engine("tensorflow"), "r", None)
+        for n in (1, 9, 300):
+            predict(_faces(n))
+        assert calls == [("lite", 1), ("lite", 9), ("lite", 300)]
+        return
     predict = lite_engine.small_batches_on_lite(
         engine("lite"), engine("tensorflow"), "r", lite_engine.max_lite_faces(tta)
     )

@@ -12,7 +12,9 @@ from PIL import Image
 
 from ferdash.config import DEFAULT_MODELS_DIR
 from ferdash.inference import analyse_bytes
+from ferdash.lite_engine import QUANTIZED_PROBE_TOLERANCE
 from ferdash.model_store import get_loaded_run
+from ferdash.predictor import compiled_predictor
 from ferdash.rundir import (
     FER2013_CLASSES,
     discover_runs,
@@ -79,12 +81,16 @@ def test_shipped_model_classifies_generated_images(run_dir: Path) -> None:
         rng.integers(0, 256, (240, 320), dtype=np.uint8),
         rng.integers(0, 256, (200, 200, 3), dtype=np.uint8),
     ]
-    # One face at a time runs on the shipped TF Lite copy, checked against the Keras
-    # model at load; it gives what TensorFlow gives for the same faces in a large batch.
-    assert loaded.engine == "tflite"
+    # Every batch runs on the shipped quantised TF Lite copy, checked against the Keras
+    # model at load: a face gets the same probabilities alone or in a batch, and the
+    # stored evaluation was computed by it.
+    assert loaded.engine == "tflite" and loaded.quantized
+    assert read_evaluation(run_dir).meta["engine"] == loaded.engine_name
     faces = rng.uniform(0, 255, (40, 48, 48, 1)).astype(np.float32)
     one_by_one = np.concatenate([loaded.predict(faces[i : i + 1]) for i in range(len(faces))])
-    np.testing.assert_allclose(one_by_one, loaded.predict(faces), atol=1e-5)
+    np.testing.assert_array_equal(one_by_one, loaded.predict(faces))
+    exact = compiled_predictor(loaded.model, info.input_size, loaded.tta)(faces)
+    assert np.abs(one_by_one - exact).max() <= QUANTIZED_PROBE_TOLERANCE
     for i, pixels in enumerate(images):
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, format="PNG")

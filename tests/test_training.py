@@ -103,8 +103,12 @@ def test_two_epochs_write_a_complete_run_directory(dataset: Path, tmp_path: Path
     from ferdash import model_store
 
     assert meta["lite"]["file"] == "model.tflite" and (run / "model.tflite").is_file()
+    assert meta["lite"]["quantization"] == "dynamic-range"
     model_store.clear_cache()
-    assert model_store.get_loaded_run(info).engine == "tflite"
+    loaded = model_store.get_loaded_run(info)
+    assert loaded.engine == "tflite"
+    # The stored figures come from the engine the app runs.
+    assert read_evaluation(run).meta["engine"] == loaded.engine_name
     model_store.clear_cache()
 
     # Running the finished command again does not retrain.

@@ -140,12 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser(
         "export-lite",
-        help="write a run's model.tflite (the app's fast path for a few faces)",
-        description="Convert RUN/model.keras to RUN/model.tflite (float32) and record both "
-        "files' SHA-256 in run.json, so the app can check the copy before using it. "
-        "'train' does this when a run finishes; use this for older runs.",
+        help="write a run's model.tflite (the app's engine) and re-evaluate through it",
+        description="Convert RUN/model.keras to RUN/model.tflite (dynamic-range quantised: "
+        "int8 weights) and record both files' SHA-256 in run.json, so the app can check the "
+        "copy before using it; then evaluate the run again through the copy on the folder "
+        "its evaluation.json names, when that folder is there. 'train' does this when a "
+        "run finishes; use this for older runs.",
     )
     x.add_argument("--run", required=True, help="run directory (models/NAME)")
+    x.add_argument("--float32", action="store_true",
+                   help="no quantisation: the copy gives the Keras model's probabilities to 1e-4, "
+                   "but is slower; the app then runs only batches of up to 8 rows on it")
     return parser
 
 
@@ -211,15 +216,23 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "export-lite":
-        from ferdash.rundir import RunDirError
+        from ferdash.rundir import DYNAMIC_RANGE, RunDirError
+        from training.data import DataError
         from training.export_lite import ExportError, export_lite
 
+        from training.evaluate import reevaluate
+
         try:
-            path = export_lite(args.run)
+            path = export_lite(args.run, None if args.float32 else DYNAMIC_RANGE)
         except (ExportError, RunDirError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"wrote {path}")
+        try:
+            reevaluate(args.run)
+        except (DataError, ValueError, OSError, RuntimeError) as exc:
+            print(f"error: evaluation.json could not be recomputed: {exc}", file=sys.stderr)
+            return 2
         return 0
     return 1
 

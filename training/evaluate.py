@@ -1,18 +1,19 @@
 """``python -m training evaluate``: a run's model on a labelled folder -> evaluation.json.
 
-Predictions go through ``ferdash.predictor.compiled_predictor`` on the model loaded by
-``load_keras_model``: the figures reported are the ones the dashboard would compute,
-test-time augmentation included.
+Predictions go through the predictor the dashboard uses (``ferdash.model_store``: the
+run's checked TF Lite copy when it has one, else TensorFlow's compiled function), so the
+figures reported are the ones the dashboard would compute, test-time augmentation
+included; ``evaluation.json`` names the engine.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ferdash.rundir import read_run_info, write_evaluation
+from ferdash.rundir import read_run_info, write_evaluation, write_run_info
 
 
 def evaluate_dataset(
@@ -29,11 +30,8 @@ def evaluate_dataset(
 
     ``files`` are the dataset's files in the same order, relative to ``data_dir``.
     """
-    from ferdash.predictor import compiled_predictor, load_keras_model
-
+    predict, engine = _app_predictor(run_dir, tta)
     info = read_run_info(run_dir)
-    model = load_keras_model(info.model_path)
-    predict = compiled_predictor(model, info.input_size, tta)
     classes = list(info.classes)
     k = len(classes)
     matrix = np.zeros((k, k), dtype=np.int64)
@@ -67,11 +65,61 @@ def evaluate_dataset(
         misclassified=misclassified,
         data_dir=str(data_dir),
         tta=tta,
+        engine=engine,
         skipped_files=[{"file": f, "reason": r} for f, r in (skipped or [])],
     )
     import json
 
     return json.loads(path.read_text())
+
+
+def _app_predictor(
+    run_dir: str | Path, tta: str | None
+) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """The dashboard's predictor for ``run_dir`` and the name of its engine.
+
+    An evaluation with another test-time augmentation than the run declares is not what
+    the dashboard computes; it runs on TensorFlow.
+    """
+    from ferdash import model_store
+    from ferdash.predictor import compiled_predictor
+
+    # Cached by the files' stamps and run.json's entries: a run just (re)written loads anew.
+    loaded = model_store.get_loaded_run(read_run_info(run_dir))
+    if tta == loaded.tta:
+        return loaded.predict, loaded.engine_name
+    return compiled_predictor(loaded.model, loaded.input_size, tta), "tensorflow"
+
+
+def reevaluate(run_dir: str | Path, log=print) -> dict[str, Any] | None:
+    """Evaluate ``run_dir`` again on the folder and split its ``evaluation.json`` names.
+
+    For a run whose engine changed (a new TF Lite copy). Returns None, saying so, when
+    the run has no evaluation or its folder is not on this machine.
+    """
+    from ferdash.rundir import EVALUATION_FILE, RunDirError, read_evaluation, resolve_data_dir
+
+    run_dir = Path(run_dir)
+    if not (run_dir / EVALUATION_FILE).is_file():
+        return None
+    try:
+        previous = read_evaluation(run_dir)
+    except RunDirError as exc:
+        log(f"{EVALUATION_FILE} not recomputed: {exc}")
+        return None
+    data_dir = resolve_data_dir(previous, run_dir)
+    if data_dir is None or not data_dir.is_dir():
+        log(
+            f"{EVALUATION_FILE} not recomputed: its data folder {previous.data_dir!r} is not "
+            "here; run 'python -m training evaluate' to make its figures the engine's"
+        )
+        return None
+    result = evaluate_folder(run_dir, data_dir, split=previous.split, log=log)
+    info = read_run_info(run_dir)
+    if info.meta.get("val_accuracy") == previous.accuracy:
+        # run.json's figure was this evaluation's: keep the two the same.
+        write_run_info(run_dir, info.classes, info.input_size, val_accuracy=result["accuracy"])
+    return result
 
 
 def evaluate_folder(

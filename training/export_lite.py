@@ -4,9 +4,16 @@
 export-lite --run RUN`` does it for a run trained before, or again. The copy is written
 atomically and recorded in ``run.json`` (``lite``: its SHA-256 and that of the
 ``model.keras`` it came from), which is what lets the app trust it (see
-``ferdash.lite_engine``). Float32, no quantisation: the app checks that it gives the
-same probabilities as the Keras model (a run trained in mixed precision is converted
-from a float32 copy of itself, so the two differ by float16 rounding only).
+``ferdash.lite_engine``).
+
+Dynamic-range quantisation (TF Lite's ``Optimize.DEFAULT`` without a representative
+dataset): weights stored in int8, each face's activations quantised when it runs, so a
+face gets the same probabilities whatever else is in its batch. For ``fer7`` on
+FER2013 PublicTest, with flip TTA: 0.57 against 2.9 ms for one face, the same top class
+as the float32 model for 99.7% of the images, accuracy 65.00% against 65.03%, no
+probability further than 0.026 from it; the file is a quarter of the size. The
+evaluation a run stores is computed through this copy, as the app runs it. A run
+trained in mixed precision is converted from a float32 copy of itself.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ferdash.rundir import (
+    DYNAMIC_RANGE,
     LITE_FILE,
     MODEL_FILE,
     RunInfo,
@@ -33,17 +41,23 @@ class ExportError(RuntimeError):
     """The model could not be converted; the run stays usable on TensorFlow."""
 
 
-def convert_keras_model(model: Any) -> bytes:
-    """The TF Lite flatbuffer of a Keras model (float32, TF Lite built-in ops only)."""
+def convert_keras_model(model: Any, quantization: str | None = DYNAMIC_RANGE) -> bytes:
+    """The TF Lite flatbuffer of a float32 Keras model (TF Lite built-in ops only),
+    dynamic-range quantised unless ``quantization`` is None."""
     import tensorflow as tf
 
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantization == DYNAMIC_RANGE:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization is not None:
+        raise ValueError(f"unknown quantization {quantization!r}")
     # Keras's export (which the converter calls) prints "Saved artifact at ..." and the
     # whole signature to stdout: noise in a training log.
     with contextlib.redirect_stdout(io.StringIO()):
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        return converter.convert()
 
 
-def export_lite(run_dir: str | Path) -> Path:
+def export_lite(run_dir: str | Path, quantization: str | None = DYNAMIC_RANGE) -> Path:
     """Write ``RUN/model.tflite`` from ``RUN/model.keras`` and record it in ``run.json``.
 
     Raises :class:`ExportError` for any failure (a model that does not load or convert, a
@@ -59,14 +73,14 @@ def export_lite(run_dir: str | Path) -> Path:
     try:
         # Hashed before loading: the record names the file that was converted.
         model_sha = sha256_file(model_path)
-        content = convert_keras_model(float32_twin(load_keras_model(model_path)))
+        content = convert_keras_model(float32_twin(load_keras_model(model_path)), quantization)
         fd, name = tempfile.mkstemp(dir=run_dir, prefix="model.", suffix=".tmp.tflite")
         tmp = Path(name)
         with os.fdopen(fd, "wb") as f:
             f.write(content)
         tmp.replace(path)
         tmp = None
-        write_run_info(run_dir, info.classes, info.input_size, lite=lite_entry(path, model_sha))
+        write_run_info(run_dir, info.classes, info.input_size, lite=lite_entry(path, model_sha, quantization))
     except Exception as exc:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
