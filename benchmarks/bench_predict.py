@@ -1,7 +1,8 @@
 """Time the Predict pipeline for one 640x480 photo, warm, and compare the compiled call
-with ``model.predict`` for a single face, side by side in one run; then the two engines
-(the run's TF Lite copy, TensorFlow's traced function) over batch sizes, interleaved,
-which is where ``ferdash.lite_engine.LITE_MAX_ROWS`` comes from.
+with ``model.predict`` for a single face, side by side in one run; then the engines over
+batch sizes, interleaved: the run's TF Lite copy, a float32 copy converted on the spot and
+TensorFlow's traced function, which is why a quantised copy runs every batch and a
+float32 one at most ``ferdash.lite_engine.LITE_MAX_ROWS`` rows.
 
     python benchmarks/bench_predict.py [--runs 200] [--model models/fer7]
 
@@ -117,7 +118,7 @@ def main() -> None:
     engines = engine_comparison(loaded, info, max(10, runs // 10))
 
     print(f"model: {which}; input {info.input_size[0]}x{info.input_size[1]}, tta={loaded.tta}, "
-          f"engine for small batches: {loaded.engine}")
+          f"engine: {loaded.engine_name}")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"machine: {os.cpu_count()} CPU cores, load average {load}; {runs} timed runs, medians")
     print(f"upload to result, one 640x480 JPEG photo (warm): {med['total']:.2f} ms")
@@ -130,37 +131,57 @@ def main() -> None:
         f"-> model.predict is {predict_ms / compiled_ms:.1f}x slower ({pairs} interleaved pairs)"
     )
     if engines:
-        print("engines, faces per call -> ms per call (TF Lite | TensorFlow), interleaved:")
-        for n, (lite_ms, tf_ms) in engines.items():
-            print(f"  {n:4d} faces: {lite_ms:8.2f} | {tf_ms:8.2f}  TF Lite {tf_ms / lite_ms:.2f}x as fast")
+        kind = "quantised" if loaded.quantized else "float32"
+        print(
+            f"engines, faces per call -> ms per call (the run's {kind} TF Lite copy | a float32 "
+            "copy | TensorFlow), interleaved:"
+        )
+        for n, ms in engines.items():
+            copy, float32, tf = ms["run's copy"], ms["float32 copy"], ms["TensorFlow"]
+            print(
+                f"  {n:4d} faces: {copy:8.2f} | {float32:8.2f} | {tf:8.2f}  the run's copy "
+                f"{float32 / copy:.2f}x as fast as float32, {tf / copy:.2f}x as TensorFlow"
+            )
     else:
         print("engines: the run has no usable model.tflite (python -m training export-lite)")
 
 
 def engine_comparison(
     loaded: model_store.LoadedRun, info: RunInfo, rounds: int
-) -> dict[int, tuple[float, float]]:
-    """Median ms per call of each engine alone for several batch sizes, interleaved."""
+) -> dict[int, dict[str, float]]:
+    """Median ms per call of each engine alone for several batch sizes, interleaved: the
+    run's TF Lite copy as the app checks it, a float32 copy converted here (what the
+    copy was before quantisation), and TensorFlow's traced function."""
     from ferdash import lite_engine
-    from ferdash.predictor import compiled_predictor
+    from ferdash.predictor import compiled_predictor, float32_twin
+    from training.export_lite import convert_keras_model
 
     tensorflow = compiled_predictor(loaded.model, info.input_size, tta=loaded.tta)
     try:
-        lite = lite_engine.load_for_run(info, tensorflow, loaded.tta)
+        tolerance = lite_engine.probe_tolerance(loaded.model, info.meta.get("lite"))
+        lite = lite_engine.load_for_run(info, tensorflow, loaded.tta, tolerance)
     except lite_engine.LiteUnavailable:
         return {}
+    float32 = lite_engine.LitePredictor(
+        convert_keras_model(float32_twin(loaded.model), quantization=None),
+        info.input_size,
+        len(info.classes),
+        tta=loaded.tta,
+    )
+    engines = {"run's copy": lite, "float32 copy": float32, "TensorFlow": tensorflow}
     rng = np.random.default_rng(0)
     results = {}
     for n in (1, 2, 4, 8, 16, 32, 64, 256):
         batch = rng.uniform(0, 255, (n, *info.input_size, 1)).astype(np.float32)
-        lite(batch), tensorflow(batch)  # warm: interpreter resized, allocator
-        times: dict[str, list[float]] = {"lite": [], "tf": []}
+        for fn in engines.values():
+            fn(batch)  # warm: interpreter resized, allocator
+        times: dict[str, list[float]] = {name: [] for name in engines}
         for _ in range(rounds if n < 64 else max(3, rounds // 4)):
-            for name, fn in (("lite", lite), ("tf", tensorflow)):
+            for name, fn in engines.items():
                 start = time.perf_counter()
                 fn(batch)
                 times[name].append(time.perf_counter() - start)
-        results[n] = (statistics.median(times["lite"]) * 1e3, statistics.median(times["tf"]) * 1e3)
+        results[n] = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     return results
 
 

@@ -345,6 +345,29 @@ def test_class_weights_from_counts() -> None:
     assert class_weights(counts, ["disgust", "happy"], "none") is None
 
 
+def test_class_boost_multiplies_the_named_classes() -> None:
+    from training.__main__ import build_parser
+    from training.data import DataError, class_weights
+
+    counts = {"disgust": 436, "fear": 4097, "happy": 7215}
+    classes = list(counts)
+    soft = class_weights(counts, classes, "sqrt")
+    boosted = class_weights(counts, classes, "sqrt", {"fear": 1.5})
+    assert boosted[1] == pytest.approx(soft[1] * 1.5, rel=1e-3)
+    assert (boosted[0], boosted[2]) == (soft[0], soft[2])
+    assert class_weights(counts, classes, "none", {"fear": 2.0}) == {0: 1.0, 1: 2.0, 2: 1.0}
+    with pytest.raises(DataError, match="cannot boost anger"):
+        class_weights(counts, classes, "sqrt", {"anger": 1.5})
+
+    parser = build_parser()
+    base = ["train", "--data", "d", "--arch", "fernet", "--out", "o"]
+    args = parser.parse_args([*base, "--class-boost", "fear=1.5, sad=0.8"])
+    assert args.class_boost == {"fear": 1.5, "sad": 0.8}
+    for bad in ("fear", "fear=0", "fear=-1", "fear=x", "=2", "fear=inf"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--class-boost", bad])
+
+
 @pytest.mark.slow
 def test_mixed_precision_keeps_a_float32_softmax(tmp_path: Path) -> None:
     # What a GPU run does by default; forced on here so that CPU-only CI covers it.

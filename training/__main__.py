@@ -29,6 +29,24 @@ def _classes(text: str) -> list[str]:
     return names
 
 
+def _class_boost(text: str) -> dict[str, float]:
+    boost: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, factor = part.partition("=")
+        try:
+            value = float(factor)
+        except ValueError:
+            value = float("nan")
+        if not sep or not name.strip() or not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(
+                f"--class-boost takes CLASS=FACTOR pairs with positive factors, e.g. fear=1.5 (got {part!r})"
+            )
+        boost[name.strip()] = value
+    if not boost:
+        raise argparse.ArgumentTypeError("--class-boost needs at least one CLASS=FACTOR")
+    return boost
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
@@ -107,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--class-weights", nargs="?", const="balanced", default="none",
                    choices=["none", "balanced", "sqrt"],
                    help="weight the loss by class counts; bare flag = balanced")
+    t.add_argument("--class-boost", type=_class_boost, metavar="C=F[,C=F]",
+                   help="multiply the loss weight of these classes, e.g. fear=1.5 (on top of --class-weights)")
     t.add_argument("--val-split", type=_fraction, default=0.1, metavar="F",
                    help="validation fraction of the training folder, used only when DATA has no val/")
     t.add_argument("--seed", type=int, default=1234, metavar="N", help="seed of keras.utils.set_random_seed, shuffling and the split")
@@ -180,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             image_size=args.image_size,
             augment=args.augment,
             class_weights=args.class_weights,
+            class_boost=args.class_boost,
             validation_split=args.val_split,
             seed=args.seed,
             patience=args.patience,

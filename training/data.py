@@ -303,21 +303,36 @@ def load_eval_data(
     return ds, files, scan
 
 
-def class_weights(counts: dict[str, int], classes: list[str], mode: str) -> dict[int, float] | None:
+def class_weights(
+    counts: dict[str, int],
+    classes: list[str],
+    mode: str,
+    boost: dict[str, float] | None = None,
+) -> dict[int, float] | None:
     """Keras ``class_weight`` from class counts.
 
     ``balanced``: n / (k * n_c), each class weighs as much in the loss as the others
     (disgust, 436 of 28,709 FER2013 faces, gets ~9.4). ``sqrt``: the square root of
-    that, a softer correction that costs less overall accuracy.
+    that, a softer correction that costs less overall accuracy. ``boost`` multiplies the
+    weights of the classes it names (from 1 with mode ``none``): a class recognised too
+    rarely, e.g. fear, which no count-based weight singles out.
     """
-    if mode == "none":
+    boost = boost or {}
+    unknown = sorted(set(boost) - set(classes))
+    if unknown:
+        raise DataError(f"cannot boost {', '.join(unknown)}: not among the classes {', '.join(classes)}")
+    if mode == "none" and not boost:
         return None
     n = np.array([counts[c] for c in classes], dtype=float)
     if (n == 0).any():
         raise DataError("cannot weight classes with no training images")
-    weights = n.sum() / (len(n) * n)
+    if mode == "none":
+        weights = np.ones(len(n))
+    else:
+        weights = n.sum() / (len(n) * n)
     if mode == "sqrt":
         weights = np.sqrt(weights)
-    elif mode != "balanced":
+    elif mode not in ("balanced", "none"):
         raise ValueError(f"unknown class-weight mode {mode!r}")
+    weights = weights * np.array([boost.get(c, 1.0) for c in classes])
     return {i: round(float(w), 4) for i, w in enumerate(weights)}

@@ -41,6 +41,8 @@ class TrainConfig:
     image_size: tuple[int, int] | None = None  # None: the architecture's default.
     augment: bool | None = None  # None: the architecture's default.
     class_weights: str = "none"  # none | balanced | sqrt
+    #: Factors on the weights of named classes, e.g. {"fear": 1.5}.
+    class_boost: dict[str, float] | None = None
     validation_split: float = 0.1
     seed: int = 1234
     patience: int = 10
@@ -170,7 +172,7 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         limit_per_class=cfg.limit_per_class,
         log=log,
     )
-    weights = class_weights(data.train_counts, data.classes, cfg.class_weights)
+    weights = class_weights(data.train_counts, data.classes, cfg.class_weights, cfg.class_boost)
 
     identity = {
         "architecture": cfg.arch,
@@ -260,6 +262,7 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         "replicas": device.replicas,
         "mixed_precision": device.mixed_precision,
         "class_weight_mode": cfg.class_weights,
+        "class_boost": cfg.class_boost or None,
         "class_weights": {c: weights[i] for i, c in enumerate(data.classes)} if weights else None,
         "train_images": len(data.train_files),
         "val_images": len(data.val_files),
