@@ -1,17 +1,19 @@
-"""Small batches through TensorFlow Lite: the run's own model, converted when it was trained.
+"""A run's batches through TensorFlow Lite: the run's own model, converted when it was trained.
 
-Why two engines: for one face, TensorFlow's traced function costs ~5–6 ms for ``fer7``
-with flip TTA on the 2-core development machine (per-call overhead and small
-single-image convolutions), TensorFlow Lite with its XNNPACK kernels ~2.5 ms; for
-more than a few faces TensorFlow is the faster again. So the app hands up to
-:func:`max_lite_faces` faces to TF Lite and larger batches to TensorFlow.
+Why: for one face, TensorFlow's traced function costs ~5-8 ms for ``fer7`` with flip
+TTA on the 2-core development machine (per-call overhead and small single-image
+convolutions); the float32 TF Lite copy with its XNNPACK kernels ~2.9 ms, and the
+dynamic-range quantised copy that ``training`` now writes ~0.6 ms. The quantised copy is
+the fastest at every batch size, so it runs every batch (:func:`small_batches_on_lite`
+with no limit); an older float32 copy only batches of up to :data:`LITE_MAX_ROWS` rows,
+above which TensorFlow is the faster.
 
 Trust: TF Lite does not validate a model file, and a damaged one crashes the process
 instead of raising. A run's ``model.tflite`` is therefore used only when ``run.json``'s
 ``lite`` entry (written by ``training``) gives the SHA-256 it has now and the SHA-256 of
 the ``model.keras`` it was converted from (a run retrained in place leaves a stale copy
 behind), and when, on a probe batch, it returns TensorFlow's probabilities to within
-:data:`PROBE_TOLERANCE`. Otherwise the app says why in its log and uses TensorFlow alone.
+:func:`probe_tolerance`. Otherwise the app says why in its log and uses TensorFlow alone.
 The hashes catch damage and staleness, not tampering: whoever can edit ``run.json`` can
 name any copy, as they could replace ``model.keras`` itself; the probe still catches a
 copy of another network.
@@ -58,7 +60,7 @@ QUANTIZED_PROBE_TOLERANCE = 5e-2
 #: Faces per interpreter call: bounds the activation memory of a large batch (an
 #: evaluation's 256 faces are 512 rows under flip TTA) and the re-allocations.
 LITE_CHUNK = 64
-#: A model.tflite larger than this is not read (shipped ones are ~7 MB).
+#: A model.tflite larger than this is not read (shipped ones are 1.6-1.8 MB).
 MAX_LITE_BYTES = 256 * 1024 * 1024
 
 
