@@ -10,8 +10,8 @@ Dynamic-range quantisation (TF Lite's ``Optimize.DEFAULT`` without a representat
 dataset): weights stored in int8, each face's activations quantised when it runs, so a
 face gets the same probabilities whatever else is in its batch. For ``fer7`` on
 FER2013 PublicTest, with flip TTA: 0.57 against 2.9 ms for one face, the same top class
-as the float32 model for 99.7% of the images, accuracy 65.00% against 65.03%, no
-probability further than 0.026 from it; the file is a quarter of the size. The
+as the float32 model for 99.3% of the images, accuracy 65.23% against 65.17%, no
+probability further than 0.018 from it; the file is a quarter of the size. The
 evaluation a run stores is computed through this copy, as the app runs it. A run
 trained in mixed precision is converted from a float32 copy of itself.
 """
