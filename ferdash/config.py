@@ -16,8 +16,8 @@ DATA_ENV = "FERDASH_DATA_DIR"
 #: How many loaded models the process keeps (least recently used dropped beyond it).
 MAX_LOADED_MODELS_ENV = "FERDASH_MAX_LOADED_MODELS"
 DEFAULT_MAX_LOADED_MODELS = 8
-#: "auto" (default): small batches on a run's checked model.tflite when it has one;
-#: "tensorflow": TensorFlow only (benchmarks compare the two this way).
+#: "auto" (default): a run's checked model.tflite when it has one (every batch if it is
+#: quantised, small ones if float32); "tensorflow": the Keras model's exact probabilities.
 ENGINE_ENV = "FERDASH_ENGINE"
 ENGINES = ("auto", "tensorflow")
 

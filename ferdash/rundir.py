@@ -10,9 +10,10 @@ A run directory `models/<name>/` holds:
 - ``evaluation.json``: split, image count, accuracy, confusion matrix (rows = true
   class, columns = predicted, in ``classes`` order), per-class precision/recall/F1,
   and the misclassified files;
-- optionally ``model.tflite``: the same model converted for TensorFlow Lite, which the
-  app uses for small batches; ``run.json``'s ``lite`` entry holds its SHA-256 and that
-  of the ``model.keras`` it was converted from, so a damaged or stale copy is never run.
+- optionally ``model.tflite``: the same model converted for TensorFlow Lite (dynamic-range
+  quantised unless exported with ``--float32``), which the app runs; ``run.json``'s
+  ``lite`` entry holds its SHA-256 and that of the ``model.keras`` it was converted
+  from, so a damaged or stale copy is never run, and its ``quantization``.
 
 Everything here is plain file I/O: no TensorFlow import, so the UI can list and
 inspect runs without paying for it.

@@ -1,4 +1,4 @@
-"""Convert a run's ``model.keras`` to ``model.tflite`` for the app's small batches.
+"""Convert a run's ``model.keras`` to ``model.tflite``, the engine the app runs it on.
 
 ``python -m training train`` does this when a run finishes; ``python -m training
 export-lite --run RUN`` does it for a run trained before, or again. The copy is written
