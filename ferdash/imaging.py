@@ -202,18 +202,25 @@ def _plain_png_grey(data: bytes, img: Image.Image) -> np.ndarray | None:
         or data[25] not in (0, 2)
     ):
         return None
-    chunks = _png_chunk_types(data)
-    # An eXIf chunk may carry an orientation, which exif_transpose in _to_grey applies.
-    # No IEND: truncated, left to Pillow (which reads what is there) rather than have
-    # libpng print its complaint to the server's log. Compressed text is left to Pillow
-    # too, so that a text bomb after the pixels is refused as it is before them.
+    walked = _png_chunk_types(data)
+    if walked is None:
+        return None
+    chunks, text_keys = walked
+    # No IEND: truncated (the commonest damage), left to Pillow, which reads what is
+    # there, without libpng printing its complaint to the server's log first. Compressed
+    # text is left to Pillow too, so that a text bomb after the pixels is refused as it is
+    # before them; and an EXIF orientation, which Pillow reads from eXIf, from EXIF or XMP
+    # text, and exif_transpose in _to_grey applies.
     if (
-        chunks is None
-        or b"IEND" not in chunks
+        b"IEND" not in chunks
         or not chunks.isdisjoint({b"eXIf", b"tRNS", b"acTL", b"zTXt", b"iTXt"})
+        or any(key.startswith(_ORIENTATION_TEXT_KEYS) for key in text_keys)
     ):
         return None
-    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
     if pixels is None or pixels.dtype != np.uint8 or pixels.shape[:2] != (img.height, img.width):
         return None
     if pixels.ndim == 3:
@@ -221,21 +228,32 @@ def _plain_png_grey(data: bytes, img: Image.Image) -> np.ndarray | None:
     return _working_size(pixels)
 
 
-def _png_chunk_types(data: bytes, max_chunks: int = 4096) -> set[bytes] | None:
-    """The chunk types of a PNG, read from the chunk headers alone; None past ``max_chunks``.
+#: tEXt keywords under which Pillow finds EXIF or XMP (and so an orientation) in a PNG.
+_ORIENTATION_TEXT_KEYS = (b"Raw profile type", b"XML:com.adobe.xmp", b"exif")
+
+
+def _png_chunk_types(
+    data: bytes, max_chunks: int = 4096
+) -> tuple[set[bytes], set[bytes]] | None:
+    """The chunk types of a PNG and the keywords of its tEXt chunks, read from the chunk
+    headers alone; None past ``max_chunks``.
 
     A walk over lengths rather than a search of the bytes: ~10 steps for a photo instead
     of a scan of all its data; the cap bounds a file made of millions of empty chunks.
     """
     types: set[bytes] = set()
+    text_keys: set[bytes] = set()
     pos = 8
     for _ in range(max_chunks):
         if pos + 8 > len(data):
-            return types
+            return types, text_keys
         kind = data[pos + 4 : pos + 8]
         types.add(kind)
         if kind == b"IEND":
-            return types
+            return types, text_keys
+        if kind == b"tEXt":
+            # The keyword (1-79 bytes) ends at a NUL; the text follows it.
+            text_keys.add(data[pos + 8 : pos + 88].split(b"\x00", 1)[0])
         pos += int.from_bytes(data[pos : pos + 4], "big") + 12
     return None
 

@@ -275,11 +275,42 @@ def test_pngs_that_need_pillow_are_left_to_it(case: str) -> None:
     assert decoded.grey.dtype == np.uint8 and decoded.grey.size > 0
 
 
-def test_png_exif_orientation_is_honoured() -> None:
+_XMP_ROTATED = (
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+)
+
+
+def _rotated_pngs() -> dict[str, bytes]:
+    """A 40x20 RGB gradient PNG told to rotate 90 degrees, in each place Pillow reads it."""
+    from PIL import PngImagePlugin
+
+    img = gradient(40, 20).convert("RGB")
     exif = Image.Exif()
     exif[0x0112] = 6
-    decoded = decode_image(encode(gradient(40, 20).convert("RGB"), "PNG", exif=exif.tobytes()))
-    assert decoded.grey.shape == (40, 20)
+    raw = exif.tobytes()
+    raw_profile = f"\nexif\n{len(raw):8d}\n{raw.hex()}\n"
+    cases = {"eXIf chunk": encode(img, "PNG", exif=raw)}
+    for key, text in (("XML:com.adobe.xmp", _XMP_ROTATED), ("Raw profile type exif", raw_profile)):
+        info = PngImagePlugin.PngInfo()
+        info.add_text(key, text)
+        before = encode(img, "PNG", pnginfo=info)
+        cases[f"tEXt {key}"] = before
+        # The same chunk after the pixels, where a header-only read cannot see it.
+        plain = encode(img, "PNG")
+        chunk = _png_chunk(b"tEXt", key.encode("latin-1") + b"\x00" + text.encode("latin-1"))
+        end = plain.rindex(b"IEND") - 4
+        cases[f"tEXt {key} after IDAT"] = plain[:end] + chunk + plain[end:]
+    return cases
+
+
+@pytest.mark.parametrize("case", sorted(_rotated_pngs()))
+def test_png_exif_orientation_is_honoured(case: str) -> None:
+    data = _rotated_pngs()[case]
+    assert imaging._plain_png_grey(data, Image.open(io.BytesIO(data))) is None
+    decoded = decode_image(data)
+    assert decoded.grey.shape == (40, 20)  # portrait after rotation
     assert decoded.grey[:4].mean() < decoded.grey[-4:].mean()
 
 
