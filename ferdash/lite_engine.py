@@ -276,7 +276,7 @@ def small_batches_on_lite(
     lite: Callable[[np.ndarray], np.ndarray],
     tensorflow: Callable[[np.ndarray], np.ndarray],
     name: str = "",
-    max_faces: int | None = LITE_MAX_ROWS,
+    max_faces: int | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """One predictor: ``lite`` for up to ``max_faces`` faces (:func:`max_lite_faces`; None:
     every batch, as for a quantised copy, faster at every size), ``tensorflow`` above.
@@ -298,4 +298,5 @@ def small_batches_on_lite(
             logger.exception("TF Lite failed for run %s; TensorFlow runs all its batches now", name)
             return tensorflow(batch)
 
+    predict.lite_failed = failed  # type: ignore[attr-defined]  # read by LoadedRun.engine_name
     return predict

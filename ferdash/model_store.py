@@ -62,6 +62,9 @@ class LoadedRun:
     @property
     def engine_name(self) -> str:
         """What computes the probabilities, in words, e.g. for ``evaluation.json``."""
+        failed = getattr(self.predict, "lite_failed", None)
+        if self.engine == "tflite" and failed is not None and failed.is_set():
+            return "tensorflow (TF Lite failed)"
         if self.engine == "tflite" and self.quantized:
             return "tflite (dynamic-range int8 weights)"
         return self.engine

@@ -300,6 +300,7 @@ def test_a_failure_of_lite_after_loading_falls_back_to_tensorflow(
         np.testing.assert_allclose(loaded.predict(faces), before, atol=1e-5)
         np.testing.assert_allclose(loaded.predict(faces), before, atol=1e-5)
     assert caplog.text.count("TF Lite failed for run tiny7") == 1  # then TensorFlow only
+    assert loaded.engine_name == "tensorflow (TF Lite failed)"
 
 
 def test_a_copy_removed_while_the_app_runs_is_dropped_on_the_next_load(exported: Path) -> None:
@@ -382,7 +383,8 @@ def test_a_mixed_precision_run_gets_a_float32_copy(tmp_path: Path) -> None:
         run_dir = make_tiny_run(tmp_path, "mixed", ["a", "b", "c"], seed=4)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    export_lite(run_dir)
+    # A float32 copy, so that small batches run on TF Lite and large ones on TensorFlow.
+    export_lite(run_dir, quantization=None)
     stored = load_keras_model(run_dir / "model.keras")
     assert not computes_in_float32(stored)
     loaded = _loaded(run_dir)
@@ -396,8 +398,67 @@ def test_a_mixed_precision_run_gets_a_float32_copy(tmp_path: Path) -> None:
         # agree as closely as for any float32 run; both stay within float16's rounding
         # of the stored model.
         assert computes_in_float32(loaded.model)
+        tensorflow = compiled_predictor(loaded.model, (48, 48))(faces)
+        np.testing.assert_allclose(loaded.predict(faces), tensorflow, atol=1e-6)  # 12 faces: TF
         np.testing.assert_allclose(
-            loaded.predict(faces[:1]), loaded.predict(faces)[:1], atol=lite_engine.PROBE_TOLERANCE
+            loaded.predict(faces[:1]), tensorflow[:1], atol=lite_engine.PROBE_TOLERANCE
         )
     np.testing.assert_allclose(loaded.predict(faces[:1]), float16[:1], atol=lite_engine.MIXED_PROBE_TOLERANCE)
     np.testing.assert_allclose(loaded.predict(faces), float16, atol=lite_engine.MIXED_PROBE_TOLERANCE)
+
+
+def test_export_lite_re_evaluates_through_the_copy_on_the_same_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainingdata import make_image_folder
+    from training.__main__ import main
+    from training.evaluate import evaluate_folder
+    from ferdash.rundir import read_evaluation
+
+    run_dir = _quantisable_run(tmp_path, tta="hflip")
+    val = make_image_folder(tmp_path / "val", per_class=5, size=48, classes=("a", "b", "c"))
+    monkeypatch.setenv("FERDASH_ENGINE", "tensorflow")  # evaluated before the run had a copy
+    first = evaluate_folder(run_dir, val, split="val", log=lambda *_: None)
+    assert first["engine"] == "tensorflow" and first["tta"] == "hflip"
+    info = read_run_info(run_dir)
+    write_run_info(run_dir, info.classes, info.input_size, val_accuracy=first["accuracy"])
+    monkeypatch.delenv("FERDASH_ENGINE")
+    assert main(["export-lite", "--run", str(run_dir)]) == 0
+    again = read_evaluation(run_dir)
+    assert again.meta["engine"] == "tflite (dynamic-range int8 weights)"
+    assert again.meta["tta"] == "hflip" and again.split == "val"
+    assert again.image_count == first["image_count"] == 15
+    assert read_run_info(run_dir).meta["val_accuracy"] == again.accuracy
+    # An evaluation made with another TTA than the run's keeps it (and TensorFlow, which
+    # is what computes that case).
+    evaluate_folder(run_dir, val, split="val", tta=None, log=lambda *_: None)
+    assert main(["export-lite", "--run", str(run_dir)]) == 0
+    kept = read_evaluation(run_dir)
+    assert kept.meta["tta"] is None and kept.meta["engine"] == "tensorflow"
+
+
+def test_export_lite_leaves_an_evaluation_on_part_of_a_folder_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from training.__main__ import main
+
+    run_dir = make_tiny_run(tmp_path, "split", ["a", "b"])
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    evaluation.update(split="validation_split", data_dir=str(tmp_path))
+    (run_dir / "evaluation.json").write_text(json.dumps(evaluation))
+    before = (run_dir / "evaluation.json").read_text()
+    assert main(["export-lite", "--run", str(run_dir)]) == 0
+    # The training folder holds the images the model learnt from: not a validation set.
+    assert (run_dir / "evaluation.json").read_text() == before
+    assert "not recomputed: it is on part of a folder (a validation split)" in capsys.readouterr().out
+
+
+def test_export_lite_fails_when_the_app_would_not_use_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from training.__main__ import main
+
+    run_dir = _quantisable_run(tmp_path)
+    monkeypatch.setattr(lite_engine, "QUANTIZED_PROBE_TOLERANCE", -1.0)  # every probe fails
+    assert main(["export-lite", "--run", str(run_dir)]) == 2
+    assert "the app would not use" in capsys.readouterr().err

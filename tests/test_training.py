@@ -363,7 +363,7 @@ def test_class_boost_multiplies_the_named_classes() -> None:
     base = ["train", "--data", "d", "--arch", "fernet", "--out", "o"]
     args = parser.parse_args([*base, "--class-boost", "fear=1.5, sad=0.8"])
     assert args.class_boost == {"fear": 1.5, "sad": 0.8}
-    for bad in ("fear", "fear=0", "fear=-1", "fear=x", "=2", "fear=inf"):
+    for bad in ("fear", "fear=0", "fear=-1", "fear=x", "=2", "fear=inf", "fear=1,fear=2"):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--class-boost", bad])
 

@@ -41,6 +41,8 @@ def _class_boost(text: str) -> dict[str, float]:
             raise argparse.ArgumentTypeError(
                 f"--class-boost takes CLASS=FACTOR pairs with positive factors, e.g. fear=1.5 (got {part!r})"
             )
+        if name.strip() in boost:
+            raise argparse.ArgumentTypeError(f"--class-boost names {name.strip()!r} twice")
         boost[name.strip()] = value
     if not boost:
         raise argparse.ArgumentTypeError("--class-boost needs at least one CLASS=FACTOR")
@@ -250,6 +252,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"wrote {path}")
         try:
+            from ferdash import model_store
+            from ferdash.rundir import read_run_info
+
+            if model_store.get_loaded_run(read_run_info(args.run)).engine != "tflite":
+                print(
+                    f"error: the app would not use {path}: it fails the check against "
+                    "model.keras (the reason is logged above); the run stays on TensorFlow",
+                    file=sys.stderr,
+                )
+                return 2
             reevaluate(args.run)
         except (DataError, ValueError, OSError, RuntimeError) as exc:
             print(f"error: evaluation.json could not be recomputed: {exc}", file=sys.stderr)

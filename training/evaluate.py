@@ -30,7 +30,7 @@ def evaluate_dataset(
 
     ``files`` are the dataset's files in the same order, relative to ``data_dir``.
     """
-    predict, engine = _app_predictor(run_dir, tta)
+    predict, loaded = _app_predictor(run_dir, tta)
     info = read_run_info(run_dir)
     classes = list(info.classes)
     k = len(classes)
@@ -55,6 +55,8 @@ def evaluate_dataset(
         seen += len(truth)
     if seen != len(files):
         raise RuntimeError(f"evaluated {seen} images but {len(files)} files were listed")
+    # Named after the pass: TF Lite may have failed during it and handed over to TensorFlow.
+    engine = loaded.engine_name if loaded is not None else "tensorflow"
     # The most confident mistakes first: the ones worth looking at.
     misclassified.sort(key=lambda m: -m["probability"])
     path = write_evaluation(
@@ -75,8 +77,8 @@ def evaluate_dataset(
 
 def _app_predictor(
     run_dir: str | Path, tta: str | None
-) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """The dashboard's predictor for ``run_dir`` and the name of its engine.
+) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
+    """The dashboard's predictor for ``run_dir`` and its loaded run (None: TensorFlow).
 
     An evaluation with another test-time augmentation than the run declares is not what
     the dashboard computes; it runs on TensorFlow.
@@ -87,15 +89,17 @@ def _app_predictor(
     # Cached by the files' stamps and run.json's entries: a run just (re)written loads anew.
     loaded = model_store.get_loaded_run(read_run_info(run_dir))
     if tta == loaded.tta:
-        return loaded.predict, loaded.engine_name
-    return compiled_predictor(loaded.model, loaded.input_size, tta), "tensorflow"
+        return loaded.predict, loaded
+    return compiled_predictor(loaded.model, loaded.input_size, tta), None
 
 
 def reevaluate(run_dir: str | Path, log=print) -> dict[str, Any] | None:
-    """Evaluate ``run_dir`` again on the folder and split its ``evaluation.json`` names.
+    """Evaluate ``run_dir`` again on the folder, split and TTA its ``evaluation.json`` names.
 
-    For a run whose engine changed (a new TF Lite copy). Returns None, saying so, when
-    the run has no evaluation or its folder is not on this machine.
+    For a run whose engine changed (a new TF Lite copy). Returns None, saying why, when
+    the run has no evaluation, its folder is not on this machine, or the evaluated images
+    cannot be told from the folder alone: a ``validation_split`` (a fraction of the
+    training folder) or a run limited to some images per class (``--limit``).
     """
     from ferdash.rundir import EVALUATION_FILE, RunDirError, read_evaluation, resolve_data_dir
 
@@ -104,20 +108,29 @@ def reevaluate(run_dir: str | Path, log=print) -> dict[str, Any] | None:
         return None
     try:
         previous = read_evaluation(run_dir)
+        info = read_run_info(run_dir)
     except RunDirError as exc:
         log(f"{EVALUATION_FILE} not recomputed: {exc}")
         return None
-    data_dir = resolve_data_dir(previous, run_dir)
-    if data_dir is None or not data_dir.is_dir():
+    how = "run 'python -m training evaluate' to make its figures the engine's"
+    if previous.split == "validation_split" or info.meta.get("limit_per_class"):
         log(
-            f"{EVALUATION_FILE} not recomputed: its data folder {previous.data_dir!r} is not "
-            "here; run 'python -m training evaluate' to make its figures the engine's"
+            f"{EVALUATION_FILE} not recomputed: it is on part of a folder "
+            f"({'a validation split' if previous.split == 'validation_split' else '--limit'}); {how}"
         )
         return None
-    result = evaluate_folder(run_dir, data_dir, split=previous.split, log=log)
-    info = read_run_info(run_dir)
-    if info.meta.get("val_accuracy") == previous.accuracy:
-        # run.json's figure was this evaluation's: keep the two the same.
+    data_dir = resolve_data_dir(previous, run_dir)
+    if data_dir is None or not data_dir.is_dir():
+        log(f"{EVALUATION_FILE} not recomputed: its data folder {previous.data_dir!r} is not here; {how}")
+        return None
+    # The TTA it was made with (an evaluation written before "tta" was recorded: the run's).
+    tta = previous.meta["tta"] if "tta" in previous.meta else "run"
+    result = evaluate_folder(run_dir, data_dir, split=previous.split, tta=tta, log=log)
+    if (
+        info.meta.get("val_accuracy") == previous.accuracy
+        and result["image_count"] == previous.image_count
+    ):
+        # run.json's figure was this evaluation's, on the same images: keep them the same.
         write_run_info(run_dir, info.classes, info.input_size, val_accuracy=result["accuracy"])
     return result
 

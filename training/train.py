@@ -185,6 +185,9 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         # record weights or a rate that the backup does not hold.
         "init_from": cfg.init_from,
         "learning_rate": cfg.learning_rate,
+        # And how the loss weighs the classes: the epochs before and after would differ.
+        "class_weight_mode": cfg.class_weights,
+        "class_boost": cfg.class_boost or None,
     }
     if has_backup:
         _check_same_run(out, identity)  # Before anything of the old run is touched.
@@ -261,8 +264,6 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         "device": device.label,
         "replicas": device.replicas,
         "mixed_precision": device.mixed_precision,
-        "class_weight_mode": cfg.class_weights,
-        "class_boost": cfg.class_boost or None,
         "class_weights": {c: weights[i] for i, c in enumerate(data.classes)} if weights else None,
         "train_images": len(data.train_files),
         "val_images": len(data.val_files),
