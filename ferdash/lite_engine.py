@@ -4,7 +4,7 @@ Why: for one face, TensorFlow's traced function costs ~5-8 ms for ``fer7`` with 
 TTA on the 2-core development machine (per-call overhead and small single-image
 convolutions); the float32 TF Lite copy with its XNNPACK kernels ~2.9 ms, and the
 dynamic-range quantised copy that ``training`` now writes ~0.6 ms. The quantised copy is
-the fastest at every batch size, so it runs every batch (:func:`small_batches_on_lite`
+the fastest at every batch size, so it runs every batch (:class:`LiteFirst`
 with no limit); an older float32 copy only batches of up to :data:`LITE_MAX_ROWS` rows,
 above which TensorFlow is the faster.
 
@@ -272,31 +272,41 @@ def max_lite_faces(tta: str | None) -> int:
     return LITE_MAX_ROWS // 2 if tta == "hflip" else LITE_MAX_ROWS
 
 
-def small_batches_on_lite(
-    lite: Callable[[np.ndarray], np.ndarray],
-    tensorflow: Callable[[np.ndarray], np.ndarray],
-    name: str = "",
-    max_faces: int | None = None,
-) -> Callable[[np.ndarray], np.ndarray]:
+class LiteFirst:
     """One predictor: ``lite`` for up to ``max_faces`` faces (:func:`max_lite_faces`; None:
     every batch, as for a quantised copy, faster at every size), ``tensorflow`` above.
 
     Should TF Lite fail later (e.g. a new worker thread's interpreter cannot be made),
-    TensorFlow answers that call and every later one: the person still gets a result.
+    TensorFlow answers that call and every later one (:attr:`failed`): the person still
+    gets a result.
     """
-    failed = threading.Event()
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        if failed.is_set() or (max_faces is not None and len(batch) > max_faces):
-            return tensorflow(batch)
+    def __init__(
+        self,
+        lite: Callable[[np.ndarray], np.ndarray],
+        tensorflow: Callable[[np.ndarray], np.ndarray],
+        name: str = "",
+        max_faces: int | None = None,
+    ) -> None:
+        self._lite, self._tensorflow = lite, tensorflow
+        self._name, self._max_faces = name, max_faces
+        self._failed = threading.Event()
+
+    @property
+    def failed(self) -> bool:
+        """Whether TF Lite failed once, so that TensorFlow runs every batch now."""
+        return self._failed.is_set()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.failed or (self._max_faces is not None and len(batch) > self._max_faces):
+            return self._tensorflow(batch)
         try:
-            return lite(batch)
+            return self._lite(batch)
         except ValueError:
             raise  # a batch of the wrong shape: TensorFlow would refuse it too
         except Exception:
-            failed.set()
-            logger.exception("TF Lite failed for run %s; TensorFlow runs all its batches now", name)
-            return tensorflow(batch)
-
-    predict.lite_failed = failed  # type: ignore[attr-defined]  # read by LoadedRun.engine_name
-    return predict
+            self._failed.set()
+            logger.exception(
+                "TF Lite failed for run %s; TensorFlow runs all its batches now", self._name
+            )
+            return self._tensorflow(batch)

@@ -62,8 +62,7 @@ class LoadedRun:
     @property
     def engine_name(self) -> str:
         """What computes the probabilities, in words, e.g. for ``evaluation.json``."""
-        failed = getattr(self.predict, "lite_failed", None)
-        if self.engine == "tflite" and failed is not None and failed.is_set():
+        if isinstance(self.predict, lite_engine.LiteFirst) and self.predict.failed:
             return "tensorflow (TF Lite failed)"
         if self.engine == "tflite" and self.quantized:
             return "tflite (dynamic-range int8 weights)"
@@ -209,14 +208,14 @@ def _load(info: RunInfo) -> LoadedRun:
     except Exception as exc:
         raise ModelLoadError(f"model of {info.name} fails on a test input: {exc}") from exc
     engine, quantized = "tensorflow", False
+    entry = info.meta.get("lite")
     if config.engine() == "auto":
         try:
-            entry = info.meta.get("lite")
             tolerance = lite_engine.probe_tolerance(model, entry)
             lite = lite_engine.load_for_run(info, predict, tta, tolerance)
         except lite_engine.LiteUnavailable as exc:
             # Not an error: the run works on TensorFlow alone, only slower per face.
-            log = logger.info if info.meta.get("lite") is None else logger.warning
+            log = logger.info if entry is None else logger.warning
             log("%s; TensorFlow runs all its batches", exc)
         except Exception:
             logger.exception("TF Lite copy of %s unusable; TensorFlow runs all its batches", info.name)
@@ -225,7 +224,7 @@ def _load(info: RunInfo) -> LoadedRun:
             # A quantised copy is the faster at every batch size (and one engine gives a
             # face the same probabilities in any batch); a float32 one only for a few rows.
             most = None if quantized else lite_engine.max_lite_faces(tta)
-            predict = lite_engine.small_batches_on_lite(lite, predict, info.name, most)
+            predict = lite_engine.LiteFirst(lite, predict, info.name, most)
             engine = "tflite"
     return LoadedRun(
         info=info, predict=predict, tta=tta, engine=engine, quantized=quantized, model=model

@@ -143,12 +143,12 @@ def test_batches_go_to_lite_up_to_a_number_of_network_rows(
         return run
 
     if most is None:  # a quantised copy: every batch
-        predict = lite_engine.small_batches_on_lite(engine("lite"), engine("tensorflow"), "r", None)
+        predict = lite_engine.LiteFirst(engine("lite"), engine("tensorflow"), "r", None)
         for n in (1, 9, 300):
             predict(_faces(n))
         assert calls == [("lite", 1), ("lite", 9), ("lite", 300)]
         return
-    predict = lite_engine.small_batches_on_lite(
+    predict = lite_engine.LiteFirst(
         engine("lite"), engine("tensorflow"), "r", lite_engine.max_lite_faces(tta)
     )
     for n in (1, most, most + 1):

@@ -321,18 +321,18 @@ def class_weights(
     unknown = sorted(set(boost) - set(classes))
     if unknown:
         raise DataError(f"cannot boost {', '.join(unknown)}: not among the classes {', '.join(classes)}")
-    if mode == "none" and not boost:
-        return None
-    n = np.array([counts[c] for c in classes], dtype=float)
-    if (n == 0).any():
-        raise DataError("cannot weight classes with no training images")
     if mode == "none":
-        weights = np.ones(len(n))
-    else:
+        if not boost:
+            return None
+        weights = np.ones(len(classes))
+    elif mode in ("balanced", "sqrt"):
+        n = np.array([counts[c] for c in classes], dtype=float)
+        if (n == 0).any():
+            raise DataError("cannot weight classes with no training images")
         weights = n.sum() / (len(n) * n)
-    if mode == "sqrt":
-        weights = np.sqrt(weights)
-    elif mode not in ("balanced", "none"):
+        if mode == "sqrt":
+            weights = np.sqrt(weights)
+    else:
         raise ValueError(f"unknown class-weight mode {mode!r}")
     weights = weights * np.array([boost.get(c, 1.0) for c in classes])
     return {i: round(float(w), 4) for i, w in enumerate(weights)}

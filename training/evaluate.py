@@ -9,7 +9,7 @@ included; ``evaluation.json`` names the engine.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -30,9 +30,16 @@ def evaluate_dataset(
 
     ``files`` are the dataset's files in the same order, relative to ``data_dir``.
     """
-    predict, loaded = _app_predictor(run_dir, tta)
-    info = read_run_info(run_dir)
-    classes = list(info.classes)
+    from ferdash import model_store
+    from ferdash.predictor import compiled_predictor
+
+    # Cached by the files' stamps and run.json's entries: a run just (re)written loads anew.
+    loaded = model_store.get_loaded_run(read_run_info(run_dir))
+    # Another test-time augmentation than the run declares is not what the dashboard
+    # computes: that evaluation runs on TensorFlow.
+    same = tta == loaded.tta
+    predict = loaded.predict if same else compiled_predictor(loaded.model, loaded.input_size, tta)
+    classes = list(loaded.classes)
     k = len(classes)
     matrix = np.zeros((k, k), dtype=np.int64)
     misclassified: list[dict[str, Any]] = []
@@ -56,7 +63,7 @@ def evaluate_dataset(
     if seen != len(files):
         raise RuntimeError(f"evaluated {seen} images but {len(files)} files were listed")
     # Named after the pass: TF Lite may have failed during it and handed over to TensorFlow.
-    engine = loaded.engine_name if loaded is not None else "tensorflow"
+    engine = loaded.engine_name if same else "tensorflow"
     # The most confident mistakes first: the ones worth looking at.
     misclassified.sort(key=lambda m: -m["probability"])
     path = write_evaluation(
@@ -73,24 +80,6 @@ def evaluate_dataset(
     import json
 
     return json.loads(path.read_text())
-
-
-def _app_predictor(
-    run_dir: str | Path, tta: str | None
-) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
-    """The dashboard's predictor for ``run_dir`` and its loaded run (None: TensorFlow).
-
-    An evaluation with another test-time augmentation than the run declares is not what
-    the dashboard computes; it runs on TensorFlow.
-    """
-    from ferdash import model_store
-    from ferdash.predictor import compiled_predictor
-
-    # Cached by the files' stamps and run.json's entries: a run just (re)written loads anew.
-    loaded = model_store.get_loaded_run(read_run_info(run_dir))
-    if tta == loaded.tta:
-        return loaded.predict, loaded
-    return compiled_predictor(loaded.model, loaded.input_size, tta), None
 
 
 def reevaluate(run_dir: str | Path, log=print) -> dict[str, Any] | None:

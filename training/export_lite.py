@@ -57,8 +57,13 @@ def convert_keras_model(model: Any, quantization: str | None = DYNAMIC_RANGE) ->
         return converter.convert()
 
 
-def export_lite(run_dir: str | Path, quantization: str | None = DYNAMIC_RANGE) -> Path:
+def export_lite(
+    run_dir: str | Path, quantization: str | None = DYNAMIC_RANGE, model: Any = None
+) -> Path:
     """Write ``RUN/model.tflite`` from ``RUN/model.keras`` and record it in ``run.json``.
+
+    ``model``: that file's model when the caller has just written it (training does), so
+    it is not loaded again.
 
     Raises :class:`ExportError` for any failure (a model that does not load or convert, a
     full disk, an unwritable folder), after removing what an earlier export left, so a
@@ -73,7 +78,9 @@ def export_lite(run_dir: str | Path, quantization: str | None = DYNAMIC_RANGE) -
     try:
         # Hashed before loading: the record names the file that was converted.
         model_sha = sha256_file(model_path)
-        content = convert_keras_model(float32_twin(load_keras_model(model_path)), quantization)
+        if model is None:
+            model = load_keras_model(model_path)
+        content = convert_keras_model(float32_twin(model), quantization)
         fd, name = tempfile.mkstemp(dir=run_dir, prefix="model.", suffix=".tmp.tflite")
         tmp = Path(name)
         with os.fdopen(fd, "wb") as f:

@@ -293,11 +293,11 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         verbose=cfg.verbose,
     )
 
-    _finalize_model(out, model)
+    best = _finalize_model(out, model)
     from training.export_lite import ExportError, export_lite
 
     try:
-        export_lite(out)
+        export_lite(out, model=best)
     except ExportError as exc:
         log(f"warning: no model.tflite ({exc}); the app will use TensorFlow for this run")
     _, rows = resume.read_history_rows(out / HISTORY_FILE)
@@ -369,8 +369,8 @@ def _loads(path: Path) -> bool:
         return False
 
 
-def _finalize_model(out: Path, model: Any) -> None:
-    """Rewrite the best checkpoint without optimizer state (a third of its size).
+def _finalize_model(out: Path, model: Any) -> Any:
+    """Rewrite the best checkpoint without optimizer state (a third of its size); return it.
 
     Loading with ``compile=False`` drops the optimizer; the write goes to a temporary
     file then is renamed, so that the app never reads a half-written model.
@@ -391,3 +391,4 @@ def _finalize_model(out: Path, model: Any) -> None:
     best.save(tmp)
     tmp.replace(path)
     (out / "model.partial.keras").unlink(missing_ok=True)  # left by a kill mid-checkpoint
+    return best
