@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import zlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,18 +236,27 @@ _ORIENTATION_TEXT_KEYS = (b"Raw profile type", b"XML:com.adobe.xmp", b"exif")
 def _png_chunk_types(
     data: bytes, max_chunks: int = 4096
 ) -> tuple[set[bytes], set[bytes]] | None:
-    """The chunk types of a PNG and the keywords of its tEXt chunks, read from the chunk
-    headers alone; None past ``max_chunks``.
+    """The chunk types of a PNG and the keywords of its tEXt chunks, read by walking the
+    chunks; None past ``max_chunks`` or at a chunk whose CRC does not match.
 
-    A walk over lengths rather than a search of the bytes: ~10 steps for a photo instead
-    of a scan of all its data; the cap bounds a file made of millions of empty chunks.
+    A walk over lengths rather than a search of the bytes: ~10 steps for a photo; the cap
+    bounds a file made of millions of empty chunks. The CRCs are checked (~0.1 ms for a
+    photo, against ~9 ms to decode it) so that damaged pixels go to Pillow, which words the
+    refusal, instead of first making libpng print its complaint into the server's log.
     """
     types: set[bytes] = set()
     text_keys: set[bytes] = set()
+    view = memoryview(data)
     pos = 8
     for _ in range(max_chunks):
         if pos + 8 > len(data):
             return types, text_keys
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        end = pos + 8 + length
+        if end + 4 <= len(data) and zlib.crc32(view[pos + 4 : end]) != int.from_bytes(
+            data[end : end + 4], "big"
+        ):
+            return None
         kind = data[pos + 4 : pos + 8]
         types.add(kind)
         if kind == b"IEND":
@@ -254,7 +264,7 @@ def _png_chunk_types(
         if kind == b"tEXt":
             # The keyword (1-79 bytes) ends at a NUL; the text follows it.
             text_keys.add(data[pos + 8 : pos + 88].split(b"\x00", 1)[0])
-        pos += int.from_bytes(data[pos : pos + 4], "big") + 12
+        pos = end + 4
     return None
 
 

@@ -321,8 +321,19 @@ def test_16_bit_rgb_png_keeps_its_levels() -> None:
     assert grey[:, 0].max() <= 1 and abs(int(grey[0, -1]) - 150) <= 2
 
 
-def test_corrupt_png_pixels_are_refused_on_either_path() -> None:
+def test_corrupt_png_pixels_are_refused_on_either_path(capfd: pytest.CaptureFixture[str]) -> None:
     data = bytearray(encode(_astronaut("RGB"), "PNG"))
     data[5000] ^= 0xFF  # inside IDAT: the chunk walk still sees a whole file
+    # The IDAT's CRC no longer matches: Pillow words the refusal, and libpng (OpenCV's
+    # decoder) is never handed the file to print its complaint into the server's log.
+    assert imaging._plain_png_grey(bytes(data), Image.open(io.BytesIO(bytes(data)))) is None
     with pytest.raises(UploadError, match="truncated or corrupt"):
         decode_image(bytes(data))
+    assert "libpng" not in capfd.readouterr().err
+
+
+def test_png_with_a_bad_crc_after_the_pixels_is_left_to_pillow() -> None:
+    data = bytearray(encode(gradient(), "PNG"))
+    data[-1] ^= 0xFF  # IEND's CRC: the pixels themselves are intact
+    assert imaging._plain_png_grey(bytes(data), Image.open(io.BytesIO(bytes(data)))) is None
+    assert np.array_equal(decode_image(bytes(data)).grey, decode_image(encode(gradient(), "PNG")).grey)
