@@ -196,14 +196,18 @@ def load_for_run(
     info: RunInfo,
     reference: Callable[[np.ndarray], np.ndarray],
     tta: str | None,
-    tolerance: float = PROBE_TOLERANCE,
+    tolerance: float | None = None,
 ) -> LitePredictor:
     """The run's checked TF Lite copy; raises :class:`LiteUnavailable` saying why not.
 
     ``reference`` is the TensorFlow predictor of the same run, for the probe, which the
-    copy must match to within ``tolerance`` (:func:`probe_tolerance`).
+    copy must match to within ``tolerance``: by default what the ``lite`` entry calls for
+    (a quantised copy's, else float32's); a caller holding a mixed-precision model passes
+    :func:`probe_tolerance` of it.
     """
     entry = info.meta.get("lite")
+    if tolerance is None:
+        tolerance = QUANTIZED_PROBE_TOLERANCE if is_quantized(entry) else PROBE_TOLERANCE
     if entry is None:
         raise LiteUnavailable(f"run {info.name} has no {LITE_FILE} (python -m training export-lite)")
     if (

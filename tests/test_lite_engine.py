@@ -94,6 +94,16 @@ def test_the_copy_is_dynamic_range_quantised_and_each_face_independent_of_its_ba
     gap = np.abs(together - exact).max()
     assert 0 < gap <= lite_engine.QUANTIZED_PROBE_TOLERANCE
     assert np.mean(together.argmax(1) == exact.argmax(1)) >= 0.9
+    # Loaded without a tolerance, the copy is held to what its run.json entry calls for
+    # (float32's would do for this small model too); a tolerance given is honoured.
+    from ferdash.predictor import compiled_predictor
+
+    info = read_run_info(run_dir)
+    reference = compiled_predictor(_loaded(run_dir).model, info.input_size, tta="hflip")
+    monkeypatch.setattr(lite_engine, "PROBE_TOLERANCE", 0.0)
+    assert lite_engine.load_for_run(info, reference, "hflip") is not None
+    with pytest.raises(lite_engine.LiteUnavailable, match="disagrees with model.keras"):
+        lite_engine.load_for_run(info, reference, "hflip", 0.0)
 
 
 def _float32_copy(tmp_path: Path, run_dir: Path) -> bytes:
