@@ -107,6 +107,54 @@ def history_figure(
     return fig
 
 
+def class_recall_figure(
+    histories: Mapping[str, pd.DataFrame],
+    classes: Mapping[str, Sequence[str]],
+    best_epochs: Mapping[str, int | None] | None = None,
+) -> Figure:
+    """Validation recall of each class per epoch: one panel per run, one line per class.
+
+    ``histories`` holds only runs whose ``history.csv`` logged per-class recall
+    (:func:`ferdash.rundir.class_recall_metrics`); ``classes`` gives each run's classes.
+    A class keeps its colour in every panel, so runs compare class by class. The kept
+    epoch is a dotted vertical line, as in :func:`history_figure`. Lines carry the gid
+    ``recall`` (and ``best-epoch``) so tests can count them.
+    """
+    from .rundir import class_recall_metrics
+
+    best_epochs = best_epochs or {}
+    palette = matplotlib.colormaps["tab10"].colors
+    colour_of: dict[str, tuple] = {}
+    for names in classes.values():
+        for c in names:
+            colour_of.setdefault(c, palette[len(colour_of) % len(palette)])
+    n = max(1, len(histories))
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (name, history) in zip(axes, histories.items()):
+        x = history["epoch"].to_numpy() + 1
+        for c, metric in class_recall_metrics(list(classes[name])).items():
+            column = f"val_{metric}"
+            if column in history.columns:
+                (line,) = ax.plot(x, history[column].to_numpy(), "-", color=colour_of[c], label=c)
+                line.set_gid("recall")
+        best = best_epochs.get(name)
+        if best is not None and (history["epoch"] == best).any():
+            ax.axvline(best + 1, color="black", linestyle=":", linewidth=1).set_gid("best-epoch")
+        ax.set_title(f"{name}: validation recall per class")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("recall")
+        ax.set_ylim(0, 1)
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize="small", loc="lower right", framealpha=0.85, ncols=2)
+    for ax in axes[len(histories):]:
+        ax.set_visible(False)
+    return fig
+
+
 def normalize_rows(matrix: np.ndarray) -> np.ndarray:
     """Each row divided by its sum (recall on the diagonal); an empty row stays zeros."""
     m = np.asarray(matrix, dtype=float)

@@ -6,7 +6,9 @@ A run directory `models/<name>/` holds:
   ``(H, W, 1)``), rescaling inside the model, returning softmax probabilities;
 - ``run.json``: at least ``classes`` (output order) and ``input_size`` ``[H, W]``,
   plus what produced the run (architecture, data, epochs, seed, ...);
-- ``history.csv``: the Keras ``CSVLogger`` file, one row per epoch;
+- ``history.csv``: the Keras ``CSVLogger`` file, one row per epoch; runs trained since
+  per-class recall was recorded also hold ``recall_<class>`` and ``val_recall_<class>``
+  columns (:func:`class_recall_metrics`);
 - ``evaluation.json``: split, image count, accuracy, confusion matrix (rows = true
   class, columns = predicted, in ``classes`` order), per-class precision/recall/F1,
   and the misclassified files;
@@ -25,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,6 +201,19 @@ def write_run_info(
     data["input_size"] = [int(input_size[0]), int(input_size[1])]
     _write_json(path, data)
     return path
+
+
+def class_recall_metrics(classes: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """The ``history.csv`` metric name of each class's recall (validation: ``val_`` + it).
+
+    ``recall_<class>`` with anything but letters, digits and ``_`` replaced by ``_``, so
+    the columns read as the classes they are; by index (``recall_0``...) when two classes
+    would share a name that way.
+    """
+    names = {c: "recall_" + re.sub(r"[^0-9A-Za-z_]", "_", c) for c in classes}
+    if len(set(names.values())) < len(names):
+        names = {c: f"recall_{i}" for i, c in enumerate(classes)}
+    return names
 
 
 def read_history(run_dir: str | Path) -> pd.DataFrame:

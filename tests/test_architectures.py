@@ -58,3 +58,31 @@ def test_architecture_trains_a_step_and_round_trips(name: str, tmp_path: Path) -
     # Augmentation is inactive at inference: the loaded model is deterministic and
     # agrees with the one that was trained.
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_per_class_recall_metrics_are_the_confusion_matrix_diagonal_over_its_rows() -> None:
+    import keras
+
+    from training.architectures import build_model, compile_model
+
+    classes = ["angry", "fear", "happy", "sad"]
+    keras.utils.set_random_seed(0)
+    model = compile_model(build_model("fernet", SIZE, 4, seed=0), "fernet", recall_of=classes)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 255, (64, *SIZE, 1)).astype("float32")
+    labels = rng.integers(0, 4, 64)
+    model.fit(x, keras.utils.to_categorical(labels, 4), batch_size=16, epochs=1, verbose=0)
+    logged = model.evaluate(x, keras.utils.to_categorical(labels, 4), batch_size=16, verbose=0, return_dict=True)
+    predicted = model.predict(x, verbose=0).argmax(axis=1)
+    for i, name in enumerate(classes):
+        expected = np.mean(predicted[labels == i] == i)
+        assert logged[f"recall_{name}"] == pytest.approx(expected, abs=1e-6), name
+
+
+def test_recall_column_names_follow_the_classes() -> None:
+    from ferdash.rundir import class_recall_metrics
+
+    assert class_recall_metrics(["happy", "sad"]) == {"happy": "recall_happy", "sad": "recall_sad"}
+    assert class_recall_metrics(["not happy", "d-1"]) == {"not happy": "recall_not_happy", "d-1": "recall_d_1"}
+    # Two names that would read the same: by index instead.
+    assert class_recall_metrics(["a b", "a_b"]) == {"a b": "recall_0", "a_b": "recall_1"}

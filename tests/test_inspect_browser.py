@@ -56,13 +56,24 @@ def test_history_switch_run_overlay_and_broken_runs(page: Page, app: ShinyAppPro
     plot = controller.OutputPlot(page, "inspect-history-plot")
     plot.expect_img_src(re.compile(r"^data:image/png;base64,"))
 
+    # a-fernet logged each class's recall: its panel of seven curves.
+    recall_area = controller.OutputUi(page, "inspect-history-recall_area")
+    recall_plot = controller.OutputPlot(page, "inspect-history-recall_plot")
+    recall_plot.expect_img_src(re.compile(r"^data:image/png;base64,"))
+    recall_area.expect.not_to_contain_text("No per-class recall")
+
     run = controller.InputSelect(page, "inspect-selector-run")
     run.set(_run("b-tiny"))
     summary.expect.to_contain_text("b-tiny")
     expect(summary.loc.locator("tbody tr")).to_have_count(1)
+    recall_area.expect.to_contain_text("No per-class recall in the history of b-tiny")
+    expect(recall_plot.loc).to_have_count(0)
 
     controller.InputSelectize(page, "inspect-selector-overlay").set([_run("a-fernet")])
     expect(summary.loc.locator("tbody tr")).to_have_count(2)
+    # The overlaid run's recall is drawn; the note still names the run without it.
+    recall_plot.expect_img_src(re.compile(r"^data:image/png;base64,"))
+    recall_area.expect.to_contain_text("b-tiny")
 
     # run.json broken: the sidebar says so, the history (which is fine) still shows.
     run.set(_run("c-broken"))

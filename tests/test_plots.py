@@ -108,3 +108,40 @@ def test_confusion_normalised_rows_sum_to_one() -> None:
     assert np.allclose(values.sum(axis=1), 1.0, atol=0.02)
     assert ax.texts[0].get_text() == "0.50"
     assert ax.get_title() == "T"
+
+
+def test_class_recall_one_panel_per_run_one_line_per_class_same_colour_per_class() -> None:
+    seven = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    histories = {
+        "fer7": _history(8, 0, recall_of=seven),
+        "happy_sad": _history(5, 1, recall_of=["happy", "sad"]),
+    }
+    fig = plots.class_recall_figure(
+        histories, {"fer7": seven, "happy_sad": ["happy", "sad"]}, {"fer7": 5, "happy_sad": None}
+    )
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == [
+        "fer7: validation recall per class", "happy_sad: validation recall per class"
+    ]
+    first, second = visible
+    assert [ln.get_label() for ln in _lines(first, "recall")] == seven
+    assert [ln.get_label() for ln in _lines(second, "recall")] == ["happy", "sad"]
+    # The validation column is drawn, epochs counted from 1; the kept epoch (5) 1-based.
+    fear = _lines(first, "recall")[2]
+    np.testing.assert_allclose(fear.get_ydata(), histories["fer7"]["val_recall_fear"])
+    assert list(fear.get_xdata()) == list(range(1, 9))
+    assert [ln.get_xdata()[0] for ln in _lines(first, "best-epoch")] == [6]
+    assert _lines(second, "best-epoch") == []
+    colour = {ln.get_label(): ln.get_color() for ln in _lines(first, "recall")}
+    for ln in _lines(second, "recall"):
+        assert ln.get_color() == colour[ln.get_label()]
+    assert len({str(c) for c in colour.values()}) == 7
+
+
+def test_class_recall_wraps_runs_three_to_a_row() -> None:
+    classes = ["a", "b"]
+    histories = {f"r{i}": _history(4, i, recall_of=classes) for i in range(4)}
+    fig = plots.class_recall_figure(histories, {n: classes for n in histories})
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 4 and len(fig.axes) == 6  # a 2x3 grid, two panels hidden
+    assert all(len(_lines(ax, "recall")) == 2 for ax in visible)

@@ -78,6 +78,10 @@ def test_two_epochs_write_a_complete_run_directory(dataset: Path, tmp_path: Path
     assert _history_epochs(run) == [0, 1]
     history = read_history(run)
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(history.columns)
+    # Each class's recall, per epoch (test_architectures checks the figures themselves).
+    recall = [f"val_recall_{c}" for c in CLASSES]
+    assert set(recall) <= set(history.columns)
+    assert ((history[recall] >= 0) & (history[recall] <= 1)).all().all()
 
     info = read_run_info(run)
     assert info.classes == CLASSES
@@ -91,6 +95,7 @@ def test_two_epochs_write_a_complete_run_directory(dataset: Path, tmp_path: Path
     assert meta["tta"] == "hflip" and meta["augment"] is True
     assert meta["params"] > 0 and meta["finished"] and meta["created"]
     assert meta["tensorflow"] and meta["keras"] and meta["seed"] == 1234
+    assert meta["class_recall_logged"] is True
 
     model = load_keras_model(run / "model.keras")
     assert model.output_shape == (None, len(CLASSES))
@@ -139,6 +144,10 @@ def test_a_run_that_crashed_resumes_to_exactly_the_requested_epochs(
         run_training(_config(dataset, out, epochs=3, extra_callbacks=[CrashAtEpoch()]), log=lambda *_: None)
     assert _history_epochs(out) == [0]
     assert (out / "backup").is_dir()
+    # A run begun before per-class recall was logged: its history.csv has no such
+    # columns, and a resume must not add them under the old header.
+    old_columns = ["epoch", "accuracy", "learning_rate", "loss", "val_accuracy", "val_loss"]
+    read_history(out)[old_columns].to_csv(out / "history.csv", index=False)
     # Simulate the epoch-1 row being written just before a kill that beat the backup:
     # the resumed run must not keep it twice.
     with (out / "history.csv").open("a") as f:
@@ -148,8 +157,11 @@ def test_a_run_that_crashed_resumes_to_exactly_the_requested_epochs(
     run_training(_config(dataset, out, epochs=3), log=logs.append)
     assert any("resuming" in line and "epoch 2 of 3" in line for line in logs)
     assert _history_epochs(out) == [0, 1, 2]
+    history = read_history(out)
+    assert list(history.columns) == old_columns and not history.isna().any().any()
     meta = read_run_info(out).meta
     assert meta["epochs_completed"] == 3 and meta["finished"]
+    assert meta["class_recall_logged"] is False
     _check_evaluation(out, 4 * len(CLASSES))
 
 
@@ -207,6 +219,8 @@ def test_kill_9_then_the_same_command_resumes(dataset: Path, tmp_path: Path) -> 
     assert "resuming" in done.stdout
     assert _history_epochs(out) == [0, 1, 2]
     assert read_run_info(out).meta["epochs_completed"] == 3
+    history = read_history(out)  # the resumed epochs log the recall columns too
+    assert f"val_recall_{CLASSES[0]}" in history.columns and not history.isna().any().any()
 
 
 @pytest.mark.slow

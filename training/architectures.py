@@ -11,10 +11,12 @@ so that all run directories honour the contract in ``ferdash.rundir``: raw greys
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import keras
 from keras import layers, regularizers
+
+from ferdash.rundir import class_recall_metrics
 
 BodyFn = Callable[[keras.KerasTensor], keras.KerasTensor]
 
@@ -235,11 +237,27 @@ def build_model(
     return keras.Model(inputs, outputs, name=name)
 
 
-def compile_model(model: keras.Model, name: str) -> keras.Model:
+def compile_model(
+    model: keras.Model, name: str, recall_of: Sequence[str] | None = None
+) -> keras.Model:
+    """Compile with the architecture's optimiser and loss; accuracy, and the recall of
+    each class in ``recall_of`` (the model's output order), logged per epoch.
+
+    Per-class recall is what a FER run is judged on beside accuracy (disgust and fear are
+    rare and confused with their neighbours): logged per epoch, it shows when a class
+    weight or a lower rate trades one class for another. ``top_k=1`` counts a face for a
+    class when the class is its top prediction, as the confusion matrix does.
+    """
     arch = get_architecture(name)
+    metrics: list[Any] = ["accuracy"]
+    if recall_of:
+        names = class_recall_metrics(list(recall_of))
+        metrics += [
+            keras.metrics.Recall(class_id=i, top_k=1, name=names[c]) for i, c in enumerate(recall_of)
+        ]
     model.compile(
         optimizer=arch.optimizer(),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=arch.label_smoothing),
-        metrics=["accuracy"],
+        metrics=metrics,
     )
     return model

@@ -191,10 +191,16 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
     }
     if has_backup:
         _check_same_run(out, identity)  # Before anything of the old run is touched.
+    # A resumed run keeps the columns its history.csv has: CSVLogger appends rows under
+    # the header already written, so new metric columns would misalign them.
+    header, _ = resume.read_history_rows(out / HISTORY_FILE) if has_backup else ([], [])
+    class_recall = not header or any(k.startswith("val_recall_") for k in header)
 
     with device.strategy.scope():
         model = compile_model(
-            build_model(cfg.arch, size, len(data.classes), augment=augment, seed=cfg.seed), cfg.arch
+            build_model(cfg.arch, size, len(data.classes), augment=augment, seed=cfg.seed),
+            cfg.arch,
+            recall_of=data.classes if class_recall else None,
         )
         if cfg.learning_rate is not None:
             model.optimizer.learning_rate = cfg.learning_rate
@@ -270,6 +276,7 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         "skipped_images": sum(len(s.bad) for s in data.scans),
         "limit_per_class": cfg.limit_per_class,
         "tta": cfg.tta,
+        "class_recall_logged": class_recall,
         **versions,
         "command": " ".join(cfg.command),
         "finished": None,

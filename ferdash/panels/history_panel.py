@@ -1,14 +1,17 @@
-"""Training history: loss, accuracy and learning rate per epoch, several runs overlaid."""
+"""Training history: loss, accuracy and learning rate per epoch, several runs overlaid;
+and each class's validation recall per epoch, a panel per run."""
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import pandas as pd
 from shiny import module, reactive, render, req, ui
 
 from .. import plots
 from ..inspect_data import best_epoch_summary, load_history, load_run_info, lr_column
+from ..rundir import class_recall_metrics
 from .run_selector import RunSelection
 from .table_html import frame_table
 
@@ -24,7 +27,23 @@ def panel_ui() -> ui.TagChild:
             "checkpoint was kept (run.json best_epoch, else best validation accuracy).",
             class_="text-muted small",
         ),
+        ui.h5("Recall per class", class_="mt-3"),
+        ui.output_ui("recall_area"),
     )
+
+
+class Loaded(NamedTuple):
+    """The selected runs' histories as the panel shows them, keyed by display name."""
+
+    histories: dict[str, pd.DataFrame]
+    best: dict[str, int | None]  # kept epoch
+    rows: list[dict]  # the summary table
+    errors: list[str]  # runs without a readable history
+    classes: dict[str, list[str]]  # from run.json, where it could be read
+
+
+#: Height of one row of per-class recall panels (three runs to a row).
+RECALL_ROW_PX = 340
 
 
 def _fmt(value: float, digits: int = 4) -> str:
@@ -34,8 +53,9 @@ def _fmt(value: float, digits: int = 4) -> str:
 @module.server
 def panel_server(input, output, session, selection: RunSelection) -> None:
     @reactive.calc
-    def loaded() -> tuple[dict[str, pd.DataFrame], dict[str, int | None], list[dict], list[str]]:
+    def loaded() -> Loaded:
         histories: dict[str, pd.DataFrame] = {}
+        classes: dict[str, list[str]] = {}
         best: dict[str, int | None] = {}
         rows: list[dict] = []
         errors: list[str] = []
@@ -54,6 +74,8 @@ def panel_server(input, output, session, selection: RunSelection) -> None:
             summary = best_epoch_summary(frame, meta)
             histories[name] = frame
             best[name] = summary["epoch"]
+            if info.ok and info.value is not None:
+                classes[name] = list(info.value.classes)
             lr = lr_column(frame)
             rows.append(
                 {
@@ -68,13 +90,13 @@ def panel_server(input, output, session, selection: RunSelection) -> None:
                     "last learning rate": f"{frame[lr].iloc[-1]:.3g}" if lr else "not logged",
                 }
             )
-        return histories, best, rows, errors
+        return Loaded(histories, best, rows, errors, classes)
 
     @render.ui
     def message() -> ui.TagChild:
         if selection.run() is None:
             return ui.div(selection.missing_message(), class_="alert alert-info")
-        errors = loaded()[3]
+        errors = loaded().errors
         if not errors:
             return None
         return ui.div(
@@ -85,12 +107,60 @@ def panel_server(input, output, session, selection: RunSelection) -> None:
 
     @render.plot(alt="Loss and accuracy per epoch")
     def plot():
-        histories, best, _, _ = loaded()
-        req(histories)
-        return plots.history_figure(histories, best)
+        runs = loaded()
+        req(runs.histories)
+        return plots.history_figure(runs.histories, runs.best)
 
     @render.ui
     def summary() -> ui.TagChild:
-        rows = loaded()[2]
+        rows = loaded().rows
         req(rows)
         return frame_table(pd.DataFrame(rows))
+
+    @reactive.calc
+    def with_recall() -> tuple[dict[str, pd.DataFrame], list[str]]:
+        """The loaded runs whose history logged every class's validation recall, and the
+        names of those that did not."""
+        runs = loaded()
+        logged: dict[str, pd.DataFrame] = {}
+        missing: list[str] = []
+        for name, frame in runs.histories.items():
+            names = class_recall_metrics(runs.classes[name]) if name in runs.classes else {}
+            if names and all(f"val_{m}" in frame.columns for m in names.values()):
+                logged[name] = frame
+            else:
+                missing.append(name)
+        return logged, missing
+
+    @render.ui
+    def recall_area() -> ui.TagChild:
+        req(loaded().histories)
+        logged, missing = with_recall()
+        parts: list[ui.TagChild] = []
+        if missing:
+            parts.append(
+                ui.p(
+                    f"No per-class recall in the history of {', '.join(missing)}: runs "
+                    "trained before it was logged (the evaluation's per-class recall, "
+                    "under Confusion matrix, is of the kept epoch).",
+                    class_="text-muted small",
+                )
+            )
+        if logged:
+            rows = -(-len(logged) // 3)
+            parts.append(ui.output_plot("recall_plot", height=f"{RECALL_ROW_PX * rows}px"))
+            parts.append(
+                ui.p(
+                    "Validation faces, without test-time augmentation; a face counts for a "
+                    "class when the class is its top prediction. Dotted line: the kept epoch.",
+                    class_="text-muted small",
+                )
+            )
+        return ui.TagList(*parts)
+
+    @render.plot(alt="Validation recall of each class per epoch")
+    def recall_plot():
+        logged, _ = with_recall()
+        req(logged)
+        runs = loaded()
+        return plots.class_recall_figure(logged, {n: runs.classes[n] for n in logged}, runs.best)
