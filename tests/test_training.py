@@ -307,6 +307,29 @@ def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
         archive.writestr("config.json", "{}")
     with pytest.raises(TrainingError, match="other settings.*init_from"):
         run_training(_config(data, out, batch_size=16, init_from=str(donor)), log=lambda *_: None)
+    # Other images, fewer of them, or another validation split: another run too (its
+    # history rows and kept checkpoint were measured on other faces).
+    write_run_info(out, ["happy", "sad"], [SIZE, SIZE], data=str(data), limit_per_class=None,
+                   val_split=0.1)
+    other = make_image_folder(tmp_path / "other", per_class=10, size=SIZE, classes=("happy", "sad"))
+    with pytest.raises(TrainingError, match="other settings.*data"):
+        run_training(_config(other, out, batch_size=16), log=lambda *_: None)
+    with pytest.raises(TrainingError, match="other settings.*limit_per_class"):
+        run_training(_config(data, out, batch_size=16, limit_per_class=5), log=lambda *_: None)
+    with pytest.raises(TrainingError, match="other settings.*val_split"):
+        run_training(_config(data, out, batch_size=16, validation_split=0.5), log=lambda *_: None)
+    assert (out / "backup" / "latest.weights.h5").is_file()  # refusals touch nothing
+
+
+def test_paths_are_the_same_run_however_they_are_spelt(tmp_path: Path, monkeypatch) -> None:
+    from training.train import _same
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    assert _same("init_from", "runs/a", "./runs/a")
+    assert _same("data", str(tmp_path / "runs"), "runs/")
+    assert not _same("data", "runs/a", "runs/b")
+    assert not _same("seed", 1, 2)
 
 
 # --- fast unit tests of the resume helpers -------------------------------------------

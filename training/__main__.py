@@ -29,6 +29,10 @@ def _classes(text: str) -> list[str]:
     return names
 
 
+#: A larger factor drowns every other class (and overflows the loss at the extreme).
+MAX_CLASS_BOOST = 100.0
+
+
 def _class_boost(text: str) -> dict[str, float]:
     boost: dict[str, float] = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
@@ -37,9 +41,10 @@ def _class_boost(text: str) -> dict[str, float]:
             value = float(factor)
         except ValueError:
             value = float("nan")
-        if not sep or not name.strip() or not value > 0 or value == float("inf"):
+        if not sep or not name.strip() or not 0 < value <= MAX_CLASS_BOOST:
             raise argparse.ArgumentTypeError(
-                f"--class-boost takes CLASS=FACTOR pairs with positive factors, e.g. fear=1.5 (got {part!r})"
+                f"--class-boost takes CLASS=FACTOR pairs with factors above 0 and at most "
+                f"{MAX_CLASS_BOOST:g}, e.g. fear=1.5 (got {part!r})"
             )
         if name.strip() in boost:
             raise argparse.ArgumentTypeError(f"--class-boost names {name.strip()!r} twice")
@@ -60,6 +65,20 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not 0 or a positive integer")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:  # what keras.utils.set_random_seed takes
+        raise argparse.ArgumentTypeError(f"--seed {text}: use an integer from 0 to {2**32 - 1}")
     return value
 
 
@@ -131,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply the loss weight of these classes, e.g. fear=1.5 (on top of --class-weights)")
     t.add_argument("--val-split", type=_fraction, default=0.1, metavar="F",
                    help="validation fraction of the training folder, used only when DATA has no val/")
-    t.add_argument("--seed", type=int, default=1234, metavar="N", help="seed of keras.utils.set_random_seed, shuffling and the split")
-    t.add_argument("--patience", type=_positive, default=10, metavar="N", help="EarlyStopping patience (epochs without better val_accuracy)")
-    t.add_argument("--lr-patience", type=_positive, default=4, metavar="N", help="ReduceLROnPlateau patience (epochs without lower val_loss; LR halves)")
+    t.add_argument("--seed", type=_seed, default=1234, metavar="N", help="seed of keras.utils.set_random_seed, shuffling and the split")
+    t.add_argument("--patience", type=_non_negative, default=10, metavar="N", help="EarlyStopping patience (epochs without better val_accuracy)")
+    t.add_argument("--lr-patience", type=_non_negative, default=4, metavar="N", help="ReduceLROnPlateau patience (epochs without lower val_loss; LR halves)")
     t.add_argument("--tta", choices=["none", "hflip"], default="none",
                    help="test-time augmentation recorded in run.json and used by evaluation and the app")
     t.add_argument("--init-from", metavar="RUN",

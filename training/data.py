@@ -20,10 +20,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-#: Extensions image_dataset_from_directory reads (keras ALLOWLIST_FORMATS).
+#: Extensions image_dataset_from_directory lists (keras ALLOWLIST_FORMATS): all are
+#: looked at, so that a file that cannot be trained on is reported rather than ignored.
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
-#: Pillow formats that tf.io.decode_image also decodes.
-_TF_DECODABLE = {"PNG", "JPEG", "GIF", "BMP"}
+#: Pillow formats that Keras's loader decodes in greyscale (``channels=1``); it refuses
+#: GIF and BMP so (mid-epoch), and CMYK JPEGs whatever the channels.
+_TF_DECODABLE = {"PNG", "JPEG"}
+#: The extensions of the files that can be trained on.
+TRAINABLE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 
 class DataError(ValueError):
@@ -56,6 +60,8 @@ class FolderScan:
 
 
 def list_class_folders(root: Path) -> list[str]:
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist or is not a folder")
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
@@ -65,10 +71,13 @@ def _check_image(path: Path) -> str | None:
         with Image.open(path) as img:
             fmt = img.format
             img.load()  # Decode every pixel: a truncated PNG only fails here.
+        mode = img.mode
     except Exception as exc:  # Pillow raises many types; all mean "unreadable".
         return f"{type(exc).__name__}: {exc}"
     if fmt not in _TF_DECODABLE:
-        return f"format {fmt} is not decodable by TensorFlow"
+        return f"{fmt} is not read in greyscale by TensorFlow's loader: convert it to PNG"
+    if mode == "CMYK":
+        return "a CMYK JPEG is not read by TensorFlow's loader: convert it to PNG or RGB JPEG"
     return None
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,9 @@ def export_lite(
         content = convert_keras_model(float32_twin(model), quantization)
         fd, name = tempfile.mkstemp(dir=run_dir, prefix="model.", suffix=".tmp.tflite")
         tmp = Path(name)
+        # mkstemp makes the file private (0600): give it model.keras's permissions, so
+        # an app running as another user reads the copy wherever it reads the model.
+        os.fchmod(fd, stat.S_IMODE(model_path.stat().st_mode))
         with os.fdopen(fd, "wb") as f:
             f.write(content)
         tmp.replace(path)

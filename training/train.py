@@ -98,25 +98,69 @@ def _clear_run(out: Path) -> None:
         shutil.rmtree(out / name, ignore_errors=True)
 
 
-def _check_same_run(out: Path, expected: dict[str, Any]) -> None:
-    try:
-        meta = read_run_info(out).meta
-    except Exception:  # No or broken run.json: nothing to compare with.
-        return
+#: The files of the contract (and the TF Lite copy) that make a folder hold a run.
+_RUN_FILES = (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE, LITE_FILE)
+#: Identity entries that name a path: compared as the same file, however they are spelt.
+_PATH_KEYS = ("data", "init_from")
+
+
+def _same(key: str, there: Any, now: Any) -> bool:
+    if key in _PATH_KEYS and isinstance(there, str) and isinstance(now, str):
+        return os.path.realpath(there) == os.path.realpath(now)
+    return there == now
+
+
+def _check_same_run(out: Path, meta: dict[str, Any], expected: dict[str, Any], what: str) -> None:
     diffs = [
         f"{k}: {meta.get(k)!r} there, {v!r} now"
         for k, v in expected.items()
-        if k in meta and meta.get(k) != v
+        if k in meta and not _same(k, meta.get(k), v)
     ]
     if diffs:
-        raise TrainingError(
-            f"{out} holds an unfinished run with other settings ({'; '.join(diffs)}); "
+        fix = (
             "re-run its own command to resume it, or pass --overwrite to start over"
+            if what == "an unfinished run"
+            else "pass --overwrite to retrain it, or choose another --out"
         )
+        raise TrainingError(f"{out} holds {what} with other settings ({'; '.join(diffs)}); {fix}")
+
+
+def _read_meta(out: Path) -> dict[str, Any] | None:
+    try:
+        return read_run_info(out).meta
+    except Exception:  # No or broken run.json.
+        return None
+
+
+def _check_image_size(arch: str, size: tuple[int, int]) -> None:
+    """Fail before the data is read, not after, when the network cannot take ``size``."""
+    from training.architectures import build_model
+
+    try:
+        build_model(arch, size, 2)
+    except ValueError as exc:
+        raise TrainingError(
+            f"--image-size {size[0]}x{size[1]} is too small for {arch}: its layers shrink "
+            f"it to nothing ({str(exc).splitlines()[0][:200]}); use its default size or larger"
+        ) from exc
 
 
 def run_training(cfg: TrainConfig, log=print) -> Path:
-    """Train (or resume) the run in ``cfg.out``; return the run directory."""
+    """Train (or resume, or finish) the run in ``cfg.out``; return the run directory.
+
+    A failure before anything was written leaves no empty ``--out`` folder behind.
+    """
+    out = Path(cfg.out)
+    created = not out.exists()
+    try:
+        return _run_training(cfg, log)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _run_training(cfg: TrainConfig, log) -> Path:
     from training.architectures import get_architecture
 
     arch = get_architecture(cfg.arch)
@@ -124,6 +168,7 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
     augment = arch.default_augment if cfg.augment is None else cfg.augment
     classes = sorted(cfg.classes) if cfg.classes else None
     out = Path(cfg.out)
+    _check_image_size(cfg.arch, size)
     check_writable(out)
 
     from training import resume, warm_start
@@ -137,21 +182,6 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         except warm_start.WarmStartError as exc:
             raise TrainingError(str(exc)) from exc
 
-    backup_dir = out / BACKUP_DIR
-    if cfg.overwrite:
-        _clear_run(out)
-    has_backup = backup_dir.exists()
-    if not has_backup and (out / RUN_FILE).is_file():
-        try:
-            finished = read_run_info(out).meta.get("finished")
-        except Exception:
-            finished = None
-        if finished:
-            log(f"{out} already holds a finished run ({finished}); pass --overwrite to retrain")
-            return out
-    if not has_backup:
-        _clear_run(out)  # Nothing to resume (e.g. killed during its first epoch): start clean.
-
     import keras
     import tensorflow as tf
 
@@ -162,6 +192,8 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
     device = setup_device(cfg.mixed_precision)
     keras.utils.set_random_seed(cfg.seed)
     global_batch = cfg.batch_size * device.replicas
+    # The data is read before anything in --out is touched: a mistyped --data must not
+    # cost the run that --overwrite would have replaced.
     data = load_training_data(
         cfg.data,
         image_size=size,
@@ -188,9 +220,49 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         # And how the loss weighs the classes: the epochs before and after would differ.
         "class_weight_mode": cfg.class_weights,
         "class_boost": cfg.class_boost or None,
+        # And what it learns from and is validated on: history rows and the kept
+        # checkpoint's threshold from other images would be mixed in.
+        "data": cfg.data,
+        "limit_per_class": cfg.limit_per_class,
+        "val_split": None if data.val_source == "folder" else cfg.validation_split,
     }
+
+    backup_dir = out / BACKUP_DIR
+    if cfg.overwrite:
+        _clear_run(out)
+    has_backup = backup_dir.exists()
+    meta_there = _read_meta(out)
+    _, rows_there = resume.read_history_rows(out / HISTORY_FILE)
+    fit_done = False
     if has_backup:
-        _check_same_run(out, identity)  # Before anything of the old run is touched.
+        if meta_there is not None:
+            _check_same_run(out, meta_there, identity, "an unfinished run")
+    elif meta_there is not None and meta_there.get("finished"):
+        _check_same_run(out, meta_there, identity, "a finished run")
+        log(f"{out} already holds a finished run ({meta_there['finished']}); pass --overwrite to retrain")
+        return out
+    elif meta_there is not None and "finished" in meta_there:
+        # Begun by this command and not finished. Without a backup either it was stopped
+        # in its first epoch (nothing to keep), or fit had ended (``fit_ended``, written
+        # just before BackupAndRestore deletes the backup) and a stop came during the
+        # steps after it.
+        _check_same_run(out, meta_there, identity, "an unfinished run")
+        fit_done = bool(meta_there.get("fit_ended")) and bool(rows_there) and _loads(out / MODEL_FILE)
+    elif any((out / name).exists() for name in _RUN_FILES):
+        raise TrainingError(
+            f"{out} holds a run that this command did not start (its run.json is missing, "
+            "unreadable or has no 'finished' entry); pass --overwrite to replace it, or "
+            "choose another --out"
+        )
+    if fit_done:
+        log(
+            f"{out}: its {len(rows_there)} epochs were trained but the run was stopped "
+            "before it was finished; finishing it"
+        )
+        return _finish(out, cfg, data, size, model=None, log=log)
+    if not has_backup:
+        _clear_run(out)  # Nothing to resume (e.g. stopped during its first epoch): start clean.
+
     # A resumed run keeps the columns its history.csv has: CSVLogger appends rows under
     # the header already written, so new metric columns would misalign them.
     header, _ = resume.read_history_rows(out / HISTORY_FILE) if has_backup else ([], [])
@@ -225,9 +297,10 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
     rows: list[dict[str, str]] = []
     if initial_epoch is not None:
         rows = resume.truncate_history(out / HISTORY_FILE, initial_epoch)
-        log(f"resuming {out} at epoch {initial_epoch + 1} of {cfg.epochs}")
-    if initial_epoch is not None and initial_epoch >= cfg.epochs:
-        log(f"{out}: the backup is already at epoch {initial_epoch}; finishing the run")
+        if initial_epoch >= cfg.epochs:
+            log(f"{out}: the backup is already at epoch {initial_epoch} (--epochs {cfg.epochs}); finishing the run")
+        else:
+            log(f"resuming {out} at epoch {initial_epoch + 1} of {cfg.epochs}")
 
     best_threshold = resume.best_so_far(rows, "val_accuracy") if rows else None
     if best_threshold is not None and not _loads(out / MODEL_FILE):
@@ -254,6 +327,7 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         keras.callbacks.CSVLogger(out / HISTORY_FILE, append=True),
         *_tensorboard(out / LOGS_DIR, log),
         *cfg.extra_callbacks,
+        _mark_fit_ended(out, data.classes, size),
         # Last: an epoch counts as done only once everything above has recorded it.
         keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
     ]
@@ -261,9 +335,7 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
     versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
     meta: dict[str, Any] = {
         **{k: v for k, v in identity.items() if k not in ("classes", "input_size")},
-        "data": cfg.data,
         "validation": "val/ folder" if data.val_source == "folder" else "validation_split",
-        "val_split": None if data.val_source == "folder" else cfg.validation_split,
         "epochs": cfg.epochs,
         "epochs_completed": len(rows),
         "params": params,
@@ -274,11 +346,11 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         "train_images": len(data.train_files),
         "val_images": len(data.val_files),
         "skipped_images": sum(len(s.bad) for s in data.scans),
-        "limit_per_class": cfg.limit_per_class,
         "tta": cfg.tta,
         "class_recall_logged": class_recall,
         **versions,
         "command": " ".join(cfg.command),
+        "fit_ended": None,
         "finished": None,
     }
     if initial_epoch is None:
@@ -299,6 +371,29 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
         shuffle=False,  # The pipeline shuffles (fit cannot shuffle a tf.data.Dataset).
         verbose=cfg.verbose,
     )
+    return _finish(out, cfg, data, size, model=model, log=log)
+
+
+def _mark_fit_ended(out: Path, classes: list[str], size: tuple[int, int]) -> Any:
+    """A callback recording in run.json that fit ended, before BackupAndRestore (after it
+    in the callback list) deletes the backup: from then on a stop before :func:`_finish`
+    is done leaves a run that its command finishes, not one it trains again."""
+    import keras
+
+    class MarkFitEnded(keras.callbacks.Callback):
+        def on_train_end(self, logs: dict | None = None) -> None:
+            write_run_info(out, classes, size, fit_ended=_now())
+
+    return MarkFitEnded()
+
+
+def _finish(out: Path, cfg: TrainConfig, data: Any, size: tuple[int, int], model: Any, log) -> Path:
+    """The steps after fit: the kept checkpoint stripped, its TF Lite copy, the figures
+    in run.json, the evaluation, and ``finished``. Each step rewrites its file whole, so
+    a run stopped among them is finished by running its command again."""
+    import tensorflow as tf
+
+    from training import resume
 
     best = _finalize_model(out, model)
     from training.export_lite import ExportError, export_lite
@@ -308,15 +403,15 @@ def run_training(cfg: TrainConfig, log=print) -> Path:
     except ExportError as exc:
         log(f"warning: no model.tflite ({exc}); the app will use TensorFlow for this run")
     _, rows = resume.read_history_rows(out / HISTORY_FILE)
-    best = max(rows, key=lambda r: float(r["val_accuracy"])) if rows else None
+    best_row = max(rows, key=lambda r: float(r["val_accuracy"])) if rows else None
     write_run_info(
         out,
         data.classes,
         size,
         epochs_completed=len(rows),
         stopped_early=len(rows) < cfg.epochs,
-        best_epoch=int(float(best["epoch"])) if best else None,
-        best_val_accuracy=float(best["val_accuracy"]) if best else None,
+        best_epoch=int(float(best_row["epoch"])) if best_row else None,
+        best_val_accuracy=float(best_row["val_accuracy"]) if best_row else None,
         model_bytes=(out / MODEL_FILE).stat().st_size,
     )
 
@@ -376,7 +471,7 @@ def _loads(path: Path) -> bool:
         return False
 
 
-def _finalize_model(out: Path, model: Any) -> Any:
+def _finalize_model(out: Path, model: Any | None) -> Any:
     """Rewrite the best checkpoint without optimizer state (a third of its size); return it.
 
     Loading with ``compile=False`` drops the optimizer; the write goes to a temporary
@@ -387,7 +482,9 @@ def _finalize_model(out: Path, model: Any) -> Any:
     path = out / MODEL_FILE
     try:
         best = load_keras_model(path)
-    except ModelLoadError:
+    except ModelLoadError as exc:
+        if model is None:
+            raise TrainingError(f"{path} cannot be loaded: {exc}; pass --overwrite to retrain") from exc
         # No usable checkpoint (e.g. val_accuracy was NaN): keep the last weights, in an
         # uncompiled clone so that no optimizer state is written either.
         import keras
