@@ -35,6 +35,6 @@ def build_app(models_dirs: list[Path] | None = None) -> App:
         inspect_panel.panel_server("inspect", runs=runs, run_dirs=run_dirs, extra_dirs=extra_dirs)
         # New runs go to the first runs folder, which the catalog lists: a finished run
         # shows up in Predict and Inspect by itself.
-        train_panel.panel_server("train", runs_root=lambda: dirs[0])
+        train_panel.panel_server("train", runs_root=lambda: dirs[0], runs=runs)
 
     return App(app_ui, server)

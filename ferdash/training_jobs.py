@@ -37,13 +37,24 @@ ARCHITECTURES: dict[str, int] = {
     "jaramillo": 48,
     "r_parity": 244,
 }
+#: The smallest input each network can take (its pooling shrinks a smaller one to
+#: nothing); checked against the real networks by the tests.
+MIN_IMAGE_SIZE: dict[str, int] = {
+    "fernet": 16,
+    "vgg_fer": 16,
+    "singh_nasoz": 39,
+    "jaramillo": 10,
+    "r_parity": 6,
+}
 
 #: The command a job runs, before its arguments. Tests point it at a paced wrapper.
 TRAIN_COMMAND: list[str] = [sys.executable, "-m", "training"]
 
 LOG_FILE = "train.log"
-#: Image extensions the training command reads (training.data.IMAGE_EXTENSIONS).
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+#: Image extensions the training command trains on. It also lists .bmp and .gif files
+#: (training.data.IMAGE_EXTENSIONS), but only to report them as skipped: TensorFlow's
+#: loader cannot read either in greyscale.
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 #: Seconds between SIGTERM and SIGKILL when cancelling.
 KILL_GRACE_SECS = 5.0
 
@@ -82,6 +93,9 @@ class DataFolder:
     train_root: Path  # path/train when the folder is a prepared one, else path
     classes: tuple[str, ...]
     has_val: bool
+    #: Class sub-folders without a trainable image: the training command refuses them
+    #: unless the classes are named, so a request leaving them out names its classes.
+    empty: tuple[str, ...] = ()
 
 
 #: Directory entries looked at per class folder before giving up. The check runs while a
@@ -148,10 +162,13 @@ def inspect_data_folder(raw: str) -> DataFolder:
     if len(classes) < 2:
         raise JobError(
             f"{train_root} needs at least two class sub-folders with images "
-            f"(JPEG, PNG, BMP or GIF); found {len(classes)}."
+            f"(PNG or JPEG); found {len(classes)}."
         )
     has_val = train_root != path and (path / "val").is_dir()
-    return DataFolder(path=path, train_root=train_root, classes=classes, has_val=has_val)
+    empty = tuple(p.name for p in subdirs if p.name not in classes)
+    return DataFolder(
+        path=path, train_root=train_root, classes=classes, has_val=has_val, empty=empty
+    )
 
 
 # --- the request and its command line ----------------------------------------------------
@@ -178,8 +195,9 @@ class TrainRequest:
             raise JobError(f"Unknown architecture {self.arch!r}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise JobError("Epochs and batch size must be at least 1.")
-        if self.image_size is not None and self.image_size < 8:
-            raise JobError("The image size must be at least 8 pixels.")
+        smallest = MIN_IMAGE_SIZE[self.arch]
+        if self.image_size is not None and self.image_size < smallest:
+            raise JobError(f"{self.arch} needs images of at least {smallest}x{smallest} pixels.")
         if self.class_weights not in ("none", "balanced", "sqrt"):
             raise JobError(f"Unknown class weighting {self.class_weights!r}.")
         if self.classes is not None and len(self.classes) < 2:
@@ -315,7 +333,23 @@ def log_tail(path: Path, lines: int = 30, max_bytes: int = 64_000) -> str:
     except OSError:
         return ""
     text = data.decode("utf-8", errors="replace").replace("\r", "\n")
+    text = _ANSI_ESCAPE.sub("", text)  # Keras and absl colour their messages
     return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+#: The training command's own refusal ("error: ..."), or the last line of a traceback.
+_FAILURE_LINE = re.compile(r"^(error: .+|[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*)$")
+
+
+def failure_reason(log: str) -> str | None:
+    """Why a run failed, from its log: the last ``error:`` line of the training command,
+    else the exception a traceback ended with; None when the log names neither."""
+    for line in reversed(log.splitlines()):
+        match = _FAILURE_LINE.match(line.strip())
+        if match:
+            return match.group(1).removeprefix("error: ")
+    return None
 
 
 _lock = threading.Lock()

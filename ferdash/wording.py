@@ -62,3 +62,12 @@ def faces_text(
     if faces_found == 1:
         return f"1 face found{by}."
     return f"{faces_found} faces found{by}: the largest was {verb}."
+
+
+def no_saliency_text(class_name: str) -> str:
+    """Why a card has no Grad-CAM map: the map held no positive evidence."""
+    return (
+        f"Grad-CAM found no region arguing for “{class_name}”: in the last convolutional "
+        "layer every part of the face pushed slightly against it, so there is no map to "
+        "show. The answer rests on the face as a whole (the other classes scored lower still)."
+    )

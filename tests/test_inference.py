@@ -141,13 +141,28 @@ def test_results_table_and_csv(loaded_runs, astronaut_png: bytes) -> None:
     results = inference.analyse(
         [("=cmd|' /C calc'!A0.png", astronaut_png), ("bad.png", b"x")], loaded_runs["fer7"]
     )
-    frame = results_frame(results, as_percent=False)
-    assert list(frame.columns[:6]) == ["file", "face found", "faces", "top class", "top probability", "angry"]
+    frame = results_frame(results, as_percent=False, run="fer7")
+    assert list(frame.columns[:7]) == [
+        "file", "run", "face found", "faces", "top class", "top probability", "angry"
+    ]
     assert frame.columns[-1] == "message"
     assert frame.loc[0, "face found"] == "yes" and frame.loc[1, "message"]
+    assert list(frame["run"]) == ["fer7", "fer7"]
     assert frame.loc[0, list(FER2013_CLASSES)].sum() == pytest.approx(1.0, abs=1e-3)
     text = csv_text(frame)
     assert text.splitlines()[1].startswith("'=cmd")  # defused for spreadsheets
+    # A count stays a count beside the blank of the unreadable file.
+    assert text.splitlines()[1].split(",")[3] == "1" and text.splitlines()[2].split(",")[3] == ""
+
+
+def test_results_table_says_why_a_run_gave_no_probabilities(astronaut_png: bytes) -> None:
+    # The run's model could not be loaded: the images are still read, and every row
+    # without an error of its own carries the run's.
+    results = inference.analyse([("a.png", astronaut_png), ("bad.png", b"x")], None)
+    why = "The model of run “broken” cannot be used: model.keras is cut short"
+    frame = results_frame(results, as_percent=True, run="broken", model_error=why)
+    assert frame.loc[0, "message"] == why and frame.loc[0, "top class"] == ""
+    assert frame.loc[1, "message"] != why and frame.loc[1, "message"]  # its own error
 
 
 def test_large_photo_keeps_a_small_preview_and_boxes_match(loaded_runs) -> None:

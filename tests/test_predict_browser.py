@@ -97,8 +97,11 @@ def test_several_files_one_corrupt_then_another_upload(page: Page, app: ShinyApp
     with page.expect_download() as download_info:
         page.locator("#predict-download_csv").click()
     csv_text = Path(download_info.value.path()).read_text(encoding="utf-8")
-    assert csv_text.splitlines()[0].startswith("file,face found,faces,top class")
+    assert csv_text.splitlines()[0].startswith("file,run,face found,faces,top class")
     assert len(csv_text.strip().splitlines()) == 4
+    # Which run answered: in every row and in the file's name.
+    run = csv_text.splitlines()[1].split(",")[1]
+    assert run and download_info.value.suggested_filename == f"ferdash-{run}-predictions.csv"
 
     # The session survives: the next upload replaces the results.
     upload.set(payload("face48.png", FACE48_PNG))

@@ -140,3 +140,23 @@ def test_overlay_is_rgb_of_the_crop_and_keeps_cold_pixels() -> None:
     assert (rgb[30:, 30:] == crop[30:, 30:, None]).all()  # no evidence: the face's own grey
     assert not (rgb[12, 12] == crop[12, 12]).all()  # evidence: coloured
     assert overlay(crop, np.zeros((6, 6), np.float32)).shape == (48, 48, 3)  # map resized
+
+
+def test_a_card_whose_map_has_no_positive_evidence_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferdash import saliency
+    from ferdash.panels import predict_panel
+
+    def face(probs: list[float]) -> SimpleNamespace:
+        crop = np.full((SIZE, SIZE), 100, np.uint8)
+        return SimpleNamespace(ok=True, probs=np.array(probs), classes=("happy", "sad"),
+                               prepared=SimpleNamespace(crop=crop))
+
+    results = [face([0.9, 0.1]), SimpleNamespace(ok=False, probs=None), face([0.2, 0.8])]
+    maps = np.zeros((2, SIZE, SIZE), np.float32)
+    maps[0, 4:8, 4:8] = 1.0  # evidence for the first face; none for the last
+    monkeypatch.setattr(saliency, "run_saliency", lambda model, crops, chosen: maps)
+    cards = predict_panel._saliency_overlays(results, model=None)
+    assert cards[0][0].startswith("data:image/png;base64,") and cards[0][1] is None
+    assert cards[1] == (None, None)  # not classified: nothing to explain
+    uri, note = cards[2]
+    assert uri is None and "no region arguing for “sad”" in note

@@ -21,6 +21,7 @@ from shiny.run import ShinyAppProc
 
 from ferdash.rundir import read_history, read_run_info
 from conftest import APP_ENV, APPS
+from synthetic_runs import make_run
 from trainingdata import make_dataset
 
 pytestmark = pytest.mark.browser
@@ -28,12 +29,14 @@ pytestmark = pytest.mark.browser
 # One folder per test process, removed by the module fixture below.
 WORK = Path(tempfile.gettempdir()) / f"ferdash-train-panel-{os.getpid()}"
 RUNS = WORK / "runs"
+#: A second runs folder, listed after RUNS, holding a run whose name a new one must not take.
+OTHER_RUNS = WORK / "other-runs"
 DATA = WORK / "data"
 CLASSES = ("happy", "sad", "surprise")
 
 _ENV = {
     **APP_ENV,
-    "FERDASH_MODELS_DIR": str(RUNS),
+    "FERDASH_MODELS_DIR": f"{RUNS}{os.pathsep}{OTHER_RUNS}",
 }
 app = create_app_fixture(APPS / "train_app.py", timeout_secs=60, env=_ENV)
 
@@ -44,7 +47,11 @@ RUN_TIMEOUT = 180_000
 @pytest.fixture(scope="module", autouse=True)
 def work_folders():
     RUNS.mkdir(parents=True, exist_ok=True)
+    make_run(OTHER_RUNS, "taken", classes=("happy", "sad"), epochs=2, evaluation=False)
     make_dataset(DATA, train_per_class=12, val_per_class=4, size=24, classes=CLASSES)
+    # A class folder with nothing to train on: the panel leaves it out, and so must the
+    # command it starts (the CLI refuses an empty class it is not told to skip).
+    (DATA / "train" / "fear").mkdir(exist_ok=True)
     (WORK / "empty").mkdir(exist_ok=True)
     yield
     shutil.rmtree(WORK, ignore_errors=True)
@@ -73,10 +80,14 @@ def test_bad_folder_and_name_are_refused_before_anything_starts(page: Page, app:
 
     data.set(str(DATA))
     expect(page.locator("#train-data_ok")).to_contain_text("3 classes in train/ and val/")
+    expect(page.locator("#train-data_ok")).to_contain_text("Left out, no PNG or JPEG images: fear")
     controller.InputCheckboxGroup(page, "train-classes").expect_selected(list(CLASSES))
     controller.InputText(page, "train-name").set("../escape")
     start.click()
     expect(page.locator("#train-notice")).to_contain_text("not a usable run name")
+    controller.InputText(page, "train-name").set("taken")
+    start.click()
+    expect(page.locator("#train-notice")).to_contain_text(f"A run named “taken” already exists in {OTHER_RUNS}")
 
     expect(page.locator("#train-idle")).to_be_visible()  # nothing was started
     assert not any(RUNS.iterdir())

@@ -70,6 +70,14 @@ def test_data_folders_are_checked_before_anything_starts(tmp_path: Path) -> None
 
     flat = inspect_data_folder(str(make_image_folder(tmp_path / "flat", 2, 16, ("happy", "sad"))))
     assert flat.classes == ("happy", "sad") and flat.train_root == flat.path and not flat.has_val
+    assert flat.empty == ()
+    # Folders with nothing the training command trains on (GIF and BMP it skips) are
+    # named, so that a request leaves them out explicitly.
+    (tmp_path / "flat" / "fear").mkdir()
+    (tmp_path / "flat" / "gifs").mkdir()
+    (tmp_path / "flat" / "gifs" / "a.gif").write_bytes(b"GIF89a")
+    with_empty = inspect_data_folder(str(tmp_path / "flat"))
+    assert with_empty.classes == ("happy", "sad") and with_empty.empty == ("fear", "gifs")
     prepared = inspect_data_folder(str(make_dataset(tmp_path / "prep", 2, 1, size=16)))
     assert prepared.train_root.name == "train" and prepared.has_val and len(prepared.classes) == 7
 
@@ -189,6 +197,32 @@ def test_data_folder_check_is_bounded_on_huge_trees(tmp_path: Path) -> None:
 
 def test_image_extensions_match_the_training_command() -> None:
     # Copied so the app need not import TensorFlow to check a folder; must not drift.
-    from training.data import IMAGE_EXTENSIONS
+    from training.data import IMAGE_EXTENSIONS, TRAINABLE_EXTENSIONS
 
-    assert training_jobs.IMAGE_EXTENSIONS == IMAGE_EXTENSIONS
+    assert training_jobs.IMAGE_EXTENSIONS == TRAINABLE_EXTENSIONS
+    assert set(TRAINABLE_EXTENSIONS) < set(IMAGE_EXTENSIONS)  # the others reported, skipped
+
+
+def test_smallest_image_sizes_are_the_networks_own() -> None:
+    from training.architectures import build_model
+
+    for name, smallest in training_jobs.MIN_IMAGE_SIZE.items():
+        build_model(name, (smallest, smallest), 2)
+        with pytest.raises(ValueError):
+            build_model(name, (smallest - 1, smallest - 1), 2)
+    with pytest.raises(JobError, match="singh_nasoz needs images of at least 39x39"):
+        TrainRequest(data=Path("d"), arch="singh_nasoz", out=Path("o"), epochs=1, image_size=38)
+
+
+def test_failure_reason_is_read_from_the_log() -> None:
+    log = "Epoch 1/2\n\x1b[1mModel\x1b[0m\nerror: --image-size 8x8 is too small for vgg_fer\n"
+    assert training_jobs.failure_reason(log) == "--image-size 8x8 is too small for vgg_fer"
+    traceback = "Traceback (most recent call last):\n  File \"x\", line 1\nValueError: bad shape\n"
+    assert training_jobs.failure_reason(traceback) == "ValueError: bad shape"
+    assert training_jobs.failure_reason("Epoch 1/2\nloss: 1.0\n") is None
+
+
+def test_log_tail_drops_terminal_colour_codes(tmp_path: Path) -> None:
+    log = tmp_path / "train.log"
+    log.write_text("\x1b[1mModel: \"fernet\"\x1b[0m\nerror: it failed\n")
+    assert training_jobs.log_tail(log) == 'Model: "fernet"\nerror: it failed'

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import re
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -24,7 +25,7 @@ from ..imaging import ACCEPT, MAX_PIXELS, MAX_UPLOAD_BYTES, png_data_uri, shrink
 from ..inference import ImageResult, PrepareCache, analyse
 from ..model_store import LoadedRun, get_loaded_run
 from ..predictor import ModelLoadError
-from ..rundir import RunInfo, RunListing
+from ..rundir import FER2013_CLASSES, RunInfo, RunListing
 from ..webcam import WebcamError, decode_snapshot, snapshot_button
 
 MODE_FER7 = "fer7"
@@ -74,7 +75,8 @@ def panel_ui() -> TagChild:
             ),
             ui.p(
                 "Colour images are converted to greyscale. In a photo the faces are found "
-                "with OpenCV's Haar detector and the largest one is classified; small images "
+                "by BlazeFace (OpenCV's Haar cascade when it finds none) and the largest one "
+                "is classified; small images "
                 "(up to 96 px) are taken to be face crops already. "
                 f"Up to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB and "
                 f"{MAX_PIXELS // 1_000_000} megapixels per file.",
@@ -132,16 +134,24 @@ def panel_server(
             ui.update_radio_buttons("mode", selected=MODE_FER7)
 
     def _default_choice(infos: list[RunInfo]) -> str | None:
-        wanted = DEFAULT_RUN.get(input.mode())
-        for info in infos:
-            if info.name == wanted:
-                return str(info.path)
+        named = [info for info in infos if info.name == DEFAULT_RUN.get(input.mode())]
+        # A run trained under the same name in another runs folder must not take the
+        # shipped model's place: prefer the one with the seven FER2013 classes.
+        named.sort(key=lambda info: tuple(info.classes) != tuple(FER2013_CLASSES))
+        if named:
+            return str(named[0].path)
         return str(infos[0].path) if infos else None
 
     @reactive.effect
     def _update_run_choices() -> None:
         infos = mode_runs()
-        choices = {str(info.path): info.label for info in infos}
+        names = [info.name for info in infos]
+        # The same run name in two folders: say which folder, or they look identical.
+        choices = {
+            str(info.path): info.label
+            + (f" — {info.path.parent}" if names.count(info.name) > 1 else "")
+            for info in infos
+        }
         with reactive.isolate():
             current = input.run()
         selected = current if current in choices else _default_choice(infos)
@@ -387,7 +397,9 @@ def panel_server(
     def table() -> render.DataGrid:
         rows = image_results()
         req(len(rows) >= 2)
-        frame = results_frame(rows, as_percent=True)
+        # The run is the sidebar's: one value down a whole column says nothing on screen
+        # (the CSV keeps it, where the file leaves the page).
+        frame = _frame_of(analysis(), as_percent=True).drop(columns="run")
         message_col = frame.columns.get_loc("message")
         return render.DataGrid(
             frame,
@@ -396,9 +408,16 @@ def panel_server(
             styles=[{"location": "body", "cols": [message_col], "style": {"min-width": "22em"}}],
         )
 
-    @render.download(filename="ferdash-predictions.csv", media_type="text/csv")
+    def _csv_filename() -> str:
+        # Named after the run, so that files saved from several runs do not overwrite
+        # one another or lose which model answered.
+        done = analysis()
+        run = done.info.name if done is not None and done.info is not None else "no-model"
+        return f"ferdash-{re.sub(r'[^A-Za-z0-9_.-]+', '_', run)}-predictions.csv"
+
+    @render.download_button(filename=_csv_filename, media_type="text/csv")
     def download_csv() -> Iterator[str]:
-        yield csv_text(results_frame(image_results(), as_percent=False))
+        yield csv_text(_frame_of(analysis(), as_percent=False))
 
 
 @dataclass(frozen=True)
@@ -409,9 +428,9 @@ class _Analysis:
     info: RunInfo | None
     results: list[ImageResult]
     model_error: str | None
-    #: Grad-CAM overlays (PNG data URIs) per result, or why there are none; None when
-    #: they were not asked for.
-    saliency: list[str | None] | str | None = None
+    #: Grad-CAM (overlay, note) per result, or why there are none; None when they were
+    #: not asked for.
+    saliency: list[SaliencyCard] | str | None = None
     #: The probability chart (PNG data URI) per result; None where no model ran.
     charts: tuple[str | None, ...] = ()
     #: (boxed preview, model input) PNG data URIs per result; None for unreadable files.
@@ -470,12 +489,17 @@ def _probability_chart(result: ImageResult) -> str | None:
     return f"data:image/png;base64,{data}"
 
 
-def _saliency_overlays(results: list[ImageResult], model: LoadedRun) -> list[str | None] | str:
-    """A Grad-CAM overlay per classified face (None for the others), or why there is none."""
+#: A Grad-CAM overlay (PNG data URI) or the reason there is none, per card.
+SaliencyCard = tuple[str | None, str | None]
+
+
+def _saliency_overlays(results: list[ImageResult], model: LoadedRun) -> list[SaliencyCard] | str:
+    """(overlay, note) per card ((None, None) for faces not classified), or why no card
+    has a map."""
     shown = [i for i, r in enumerate(results) if r.ok and r.probs is not None]
-    uris: list[str | None] = [None] * len(results)
+    cards: list[SaliencyCard] = [(None, None)] * len(results)
     if not shown:
-        return uris
+        return cards
     crops = np.stack([results[i].prepared.crop for i in shown])
     # The class the card names: the argmax of the probabilities shown (TTA included).
     chosen = [int(np.argmax(results[i].probs)) for i in shown]
@@ -484,17 +508,22 @@ def _saliency_overlays(results: list[ImageResult], model: LoadedRun) -> list[str
     except saliency.SaliencyError as exc:
         return f"No Grad-CAM map: {exc}"
     for j, i in enumerate(shown):
-        uris[i] = png_data_uri(saliency.overlay(results[i].prepared.crop, maps[j]))
-    return uris
+        if not np.any(maps[j] > 0):
+            # Every region of the last feature map argued (slightly) against the class:
+            # an overlay would be the bare crop, which reads as "looked nowhere".
+            cards[i] = (None, wording.no_saliency_text(results[i].classes[chosen[j]]))
+        else:
+            cards[i] = (png_data_uri(saliency.overlay(results[i].prepared.crop, maps[j])), None)
+    return cards
 
 
-def _saliency_of(maps: list[str | None] | str | None, index: int) -> tuple[str | None, str | None]:
+def _saliency_of(maps: list[SaliencyCard] | str | None, index: int) -> SaliencyCard:
     """(overlay URI, note) for the card at ``index``."""
     if maps is None:
         return None, None
     if isinstance(maps, str):
         return None, maps
-    return (maps[index] if index < len(maps) else None), None
+    return maps[index] if index < len(maps) else (None, None)
 
 
 def _load_quietly(info: RunInfo) -> None:
@@ -504,8 +533,29 @@ def _load_quietly(info: RunInfo) -> None:
         pass  # the error is cached and shown when the person uploads
 
 
-def results_frame(results: list[ImageResult], as_percent: bool) -> pd.DataFrame:
-    """One row per file: file, face found, top class, every class probability, message."""
+def _frame_of(done: _Analysis | None, as_percent: bool) -> pd.DataFrame:
+    if done is None:
+        return results_frame([], as_percent)
+    return results_frame(
+        done.results,
+        as_percent,
+        run=done.info.name if done.info is not None else None,
+        model_error=done.model_error,
+    )
+
+
+def results_frame(
+    results: list[ImageResult],
+    as_percent: bool,
+    run: str | None = None,
+    model_error: str | None = None,
+) -> pd.DataFrame:
+    """One row per file: file, the run that answered, face found, number of faces, top
+    class, every class probability, message.
+
+    ``model_error`` is the run's load failure, the message of every row that has no
+    error of its own: the table and the CSV say why no probabilities are there.
+    """
     classes: list[str] = []
     for result in results:
         for name in result.classes:
@@ -514,7 +564,7 @@ def results_frame(results: list[ImageResult], as_percent: bool) -> pd.DataFrame:
     rows = []
     for result in results:
         prepared = result.prepared
-        row: dict[str, object] = {"file": result.name}
+        row: dict[str, object] = {"file": result.name, "run": run or ""}
         if prepared is None:
             row["face found"] = ""
             row["faces"] = None
@@ -539,9 +589,13 @@ def results_frame(results: list[ImageResult], as_percent: bool) -> pd.DataFrame:
             if result.probs is not None and name in result.classes:
                 value = round(float(result.probs[result.classes.index(name)]) * scale, digits)
             row[name + (" (%)" if as_percent else "")] = value
-        row["message"] = result.error or result.model_error or ""
+        row["message"] = result.error or result.model_error or model_error or ""
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if "faces" in frame:
+        # Counts, not measurements: a blank among them must not turn 1 into 1.0.
+        frame["faces"] = frame["faces"].astype("Int64")
+    return frame
 
 
 def csv_text(frame: pd.DataFrame) -> str:

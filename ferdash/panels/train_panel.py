@@ -15,8 +15,10 @@ from typing import Callable
 from shiny import module, reactive, render, req, ui
 
 from .. import plots, training_jobs
+from ..rundir import RunListing
 from ..training_jobs import (
     ARCHITECTURES,
+    MIN_IMAGE_SIZE,
     DataFolder,
     JobError,
     TrainingJob,
@@ -49,7 +51,7 @@ _STATE_CLASS = {
 @module.ui
 def panel_ui() -> ui.TagChild:
     arch_choices = {
-        name: f"{name} (default {size}x{size})" for name, size in ARCHITECTURES.items()
+        name: f"{name} (images of {MIN_IMAGE_SIZE[name]} px and up)" for name in ARCHITECTURES
     }
     return ui.layout_sidebar(
         ui.sidebar(
@@ -103,8 +105,15 @@ def panel_ui() -> ui.TagChild:
 
 
 @module.server
-def panel_server(input, output, session, runs_root: Callable[[], Path]) -> None:
-    """``runs_root()``: the folder new runs are written to (the first runs folder)."""
+def panel_server(
+    input,
+    output,
+    session,
+    runs_root: Callable[[], Path],
+    runs: Callable[[], list[RunListing]] = lambda: [],
+) -> None:
+    """``runs_root()``: the folder new runs are written to (the first runs folder);
+    ``runs()``: every listed run, whose names a new run must not take."""
     notice: reactive.Value[tuple[str, str] | None] = reactive.value(None)
 
     @reactive.calc
@@ -131,8 +140,11 @@ def panel_server(input, output, session, runs_root: Callable[[], Path]) -> None:
             "train/ (validation split from it)" if folder.train_root != folder.path
             else "class folders (validation split from them)"
         )
+        left_out = (
+            f" Left out, no PNG or JPEG images: {', '.join(folder.empty)}." if folder.empty else ""
+        )
         return ui.div(
-            f"{len(folder.classes)} classes in {where}.",
+            f"{len(folder.classes)} classes in {where}.{left_out}",
             class_="small text-success mb-2",
             id=session.ns("data_ok"),
         )
@@ -175,6 +187,13 @@ def panel_server(input, output, session, runs_root: Callable[[], Path]) -> None:
         size = _int(input.image_size(), "Image size", 8)
         limit = _int(input.limit(), "Images per class", 0)
         out = runs_root() / name
+        elsewhere = [r.path.parent for r in runs() if r.name == name and r.path.parent != runs_root()]
+        if elsewhere:
+            # Predict and Inspect list runs by name: a second "fer7" would be confused
+            # with (or taken for) the one already there.
+            raise JobError(
+                f"A run named “{name}” already exists in {elsewhere[0]}: choose another name."
+            )
         state = run_folder_state(out)
         if state == "finished" and not overwrite_ok:
             raise JobError(
@@ -188,7 +207,7 @@ def panel_server(input, output, session, runs_root: Callable[[], Path]) -> None:
             arch=input.arch(),
             out=out,
             epochs=epochs,
-            classes=None if chosen == folder.classes else chosen,
+            classes=None if chosen == folder.classes and not folder.empty else chosen,
             batch_size=batch,
             image_size=size,
             augment={"default": None, "on": True, "off": False}[input.augment()],
@@ -210,7 +229,10 @@ def panel_server(input, output, session, runs_root: Callable[[], Path]) -> None:
         except OSError as exc:
             notice.set(("danger", f"The run could not be started: {exc}"))
             return
-        text = f"Started “{request.name}”: {request.arch}, {request.epochs} epochs."
+        text = (
+            f"Started “{request.name}”: {request.arch}, {request.epochs} "
+            f"epoch{'s' if request.epochs != 1 else ''}."
+        )
         if continuing:
             text += " Its folder holds an unfinished run with these settings: it continues."
         notice.set(("success", text))
@@ -264,6 +286,9 @@ def panel_server(input, output, session, runs_root: Callable[[], Path]) -> None:
         if value is None:
             return None
         kind, text = value
+        job, _progress = snapshot()
+        if kind == "success" and job is not None and not job.running:
+            return None  # "Started …" is over: the job's card says how it ended
         return ui.div(text, class_=f"alert alert-{kind}", id=session.ns("notice"), role="alert")
 
     @render.ui
@@ -311,6 +336,7 @@ def panel_server(input, output, session, runs_root: Callable[[], Path]) -> None:
                 id=session.ns("progress_bar"),
             ),
             ui.div(epochs_text, id=session.ns("epochs_done"), data_done=str(progress.done)),
+            _failure(job, session.ns("failure")),
             ui.div(
                 f"{job.request.arch} on {job.request.data} → {job.request.out}",
                 class_="small text-body-secondary text-break",
@@ -333,9 +359,26 @@ def panel_server(input, output, session, runs_root: Callable[[], Path]) -> None:
         failed = job.state == "failed"
         return ui.tags.details(
             ui.tags.summary("Training log (last lines)" + (" — the run failed" if failed else "")),
-            ui.tags.pre(tail or "(empty)", class_="small bg-body-tertiary p-2 mb-0",
-                        style="max-height: 22em; overflow: auto; white-space: pre-wrap;"),
+            # column-reverse: the box opens scrolled to its end, where the news is.
+            ui.div(
+                ui.tags.pre(tail or "(empty)", class_="small mb-0", style="white-space: pre-wrap;"),
+                class_="bg-body-tertiary p-2",
+                style="max-height: 22em; overflow: auto; display: flex; flex-direction: column-reverse;",
+            ),
             open=failed,
             id=session.ns("log_tail"),
             class_="mt-2",
         )
+
+
+def _failure(job: TrainingJob, element_id: str) -> ui.TagChild:
+    """Why a failed run failed, in sight (not only at the end of its log)."""
+    if job.state != "failed":
+        return None
+    reason = training_jobs.failure_reason(job.log_tail(200))
+    return ui.div(
+        ui.strong("The run failed: "),
+        reason or "see the training log below.",
+        class_="alert alert-danger mt-2 mb-0 py-2 text-break",
+        id=element_id,
+    )
