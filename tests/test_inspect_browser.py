@@ -157,12 +157,22 @@ def test_runs_table_sorts_shows_problems_and_selects(page: Page, app: ShinyAppPr
     table.set_sort(None)
     table.cell_locator(row=1, col=0).click()
     controller.InputSelect(page, "inspect-selector-run").expect_selected(_run("b-tiny"))
+    # And the other way: a run chosen in the sidebar is the highlighted row.
+    controller.InputSelect(page, "inspect-selector-run").set(_run("a-fernet"))
+    expect(table.loc_body.locator("> tr[aria-selected=true] > td:nth-child(1)")).to_have_text(["a-fernet"])
 
     # Runs in another folder the user points to join the table (and the selector).
     controller.InputText(page, "inspect-selector-folder").set(str(ROOT / "extra"))
     controller.InputActionButton(page, "inspect-selector-add_folder").click()
     table.expect_nrow(5)
     table.expect_cell("e-extra", row=4, col=0)
+    note = controller.OutputUi(page, "inspect-selector-folder_note")
+    note.expect.to_contain_text(f"Also listing 1 run in {ROOT / 'extra'}")
+    # A folder of images, not of runs: said, instead of "listing" nothing.
+    controller.InputText(page, "inspect-selector-folder").set(str(ROOT / "data"))
+    controller.InputActionButton(page, "inspect-selector-add_folder").click()
+    note.expect.to_contain_text("No runs in")
+    table.expect_nrow(5)  # the folder listed before stays listed
     controller.InputText(page, "inspect-selector-folder").set(str(ROOT / "nowhere"))
     controller.InputActionButton(page, "inspect-selector-add_folder").click()
     controller.OutputUi(page, "inspect-selector-folder_note").expect.to_contain_text(

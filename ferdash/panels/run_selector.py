@@ -13,7 +13,7 @@ from typing import Callable
 from shiny import module, reactive, render, ui
 
 from ..inspect_data import has_model, inspect_problems, no_runs_message, run_label
-from ..rundir import RunListing
+from ..rundir import RunListing, discover_runs
 
 
 @dataclass(frozen=True)
@@ -157,8 +157,19 @@ def selector_server(
         if not path.is_dir():
             folder_message.set(("danger", f"{path} is not a folder on this machine."))
             return
+        found = len(discover_runs(path))
+        if not found:
+            hint = (
+                f" It is a run itself: give the folder that holds it, {path.parent}."
+                if (path / "run.json").is_file()
+                else " A runs folder holds one sub-folder per run, each with its run.json."
+            )
+            folder_message.set(("warning", f"No runs in {path}.{hint}"))
+            return
         extra_dirs.set([path])
-        folder_message.set(("success", f"Also listing runs in {path}."))
+        folder_message.set(
+            ("success", f"Also listing {found} run{'s' if found != 1 else ''} in {path}.")
+        )
 
     @render.ui
     def folder_note() -> ui.TagChild:

@@ -43,7 +43,17 @@ def panel_server(input, output, session, selection: RunSelection) -> None:
     def table() -> render.DataGrid:
         data = frame()
         req(len(data) > 0)
-        return render.DataGrid(data, selection_mode="row", height="auto", width="100%")
+        # A bounded height keeps the horizontal scrollbar of this wide table in view.
+        return render.DataGrid(data, selection_mode="row", height="60vh", width="100%")
+
+    @reactive.effect
+    async def _highlight_selected_run() -> None:
+        # The row of the run chosen in the sidebar, so the highlight never names
+        # another run than the one every panel shows.
+        listing = selection.run()
+        listings = selection.runs()
+        rows = [i for i, r in enumerate(listings) if listing is not None and r.path == listing.path]
+        await table.update_cell_selection({"type": "row", "rows": rows} if rows else None)
 
     # Only on a click: re-rendering the table (a run changed on disk) must not pull the
     # selector back to a row clicked long ago.
