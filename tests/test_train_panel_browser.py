@@ -90,6 +90,7 @@ def test_bad_folder_and_name_are_refused_before_anything_starts(page: Page, app:
     expect(page.locator("#train-notice")).to_contain_text(f"A run named “taken” already exists in {OTHER_RUNS}")
 
     expect(page.locator("#train-idle")).to_be_visible()  # nothing was started
+    expect(page.locator("#train-curves")).to_have_css("height", "0px")  # no blank plot area
     assert not any(RUNS.iterdir())
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from shiny import module, reactive, render, req, ui
+from shiny.module import resolve_id
 
 from .. import plots, training_jobs
 from ..rundir import RunListing
@@ -98,6 +99,8 @@ def panel_ui() -> ui.TagChild:
         ui.output_ui("message"),
         ui.output_ui("job_status"),
         ui.output_plot("curves", height="360px", fill=False),
+        # No history yet: no blank 360 px where the curves will be.
+        ui.tags.style(f"#{resolve_id('curves')}:not(:has(img)) {{ height: 0 !important; }}"),
         ui.output_ui("log"),
         # Not fillable: the plot keeps its height instead of stretching to the window.
         fillable=False,
