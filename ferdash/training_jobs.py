@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
@@ -246,6 +247,16 @@ def run_folder_state(out: Path) -> str:
     return "unfinished"
 
 
+def _created_since(out: Path, since: float) -> bool:
+    """Whether the run in ``out`` was begun at or after ``since`` (a time.time())."""
+    try:
+        created = read_run_info(out).meta.get("created")
+        # run.json's timestamp is cut to whole seconds.
+        return created is not None and datetime.fromisoformat(created).timestamp() >= since - 1
+    except (RunDirError, TypeError, ValueError):
+        return False
+
+
 def check_replaceable(out: Path) -> None:
     """Refuse to let the dashboard replace a run it did not train.
 
@@ -271,6 +282,9 @@ class TrainingJob:
     process: subprocess.Popen
     log_path: Path
     started: float = field(default_factory=time.time)
+    #: When the first job of this request started (a resumed job inherits it): a run.json
+    #: created since then is this request's own run.
+    origin: float = field(default_factory=time.time)
     ended: float | None = None
     cancelled: bool = False
     resumed: bool = False
@@ -344,8 +358,11 @@ _FAILURE_LINE = re.compile(r"^(error: .+|[A-Za-z_][\w.]*(Error|Exception|Interru
 
 def failure_reason(log: str) -> str | None:
     """Why a run failed, from its log: the last ``error:`` line of the training command,
-    else the exception a traceback ended with; None when the log names neither."""
-    for line in reversed(log.splitlines()):
+    else the exception a traceback ended with; None when the log names neither. Only the
+    last attempt counts (the log holds every start, each after a ``$ command`` line)."""
+    lines = log.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    for line in reversed(lines[starts[-1] + 1 :] if starts else lines):
         match = _FAILURE_LINE.match(line.strip())
         if match:
             return match.group(1).removeprefix("error: ")
@@ -366,7 +383,9 @@ def start_job(request: TrainRequest, resume: bool = False) -> TrainingJob:
     """Spawn the training command for ``request``; :class:`JobBusy` if one is running.
 
     ``resume`` re-runs the command without ``--overwrite``, so that training continues
-    from the run's backup instead of starting over.
+    from the run's backup instead of starting over; unless the folder still holds the run
+    that an ``--overwrite`` start was to replace (it was cancelled, or failed, before
+    clearing it), which the resumed command must then replace as asked.
     """
     global _current
     with _lock:
@@ -377,7 +396,17 @@ def start_job(request: TrainRequest, resume: bool = False) -> TrainingJob:
             )
         request.out.mkdir(parents=True, exist_ok=True)
         log_path = request.out / LOG_FILE
-        command = [*TRAIN_COMMAND, *request.argv(overwrite=False if resume else None)]
+        previous = _current if resume and _current is not None and _current.request == request else None
+        origin = previous.origin if previous is not None else time.time()
+        overwrite = None
+        replace_pending = (
+            request.overwrite
+            and run_folder_state(request.out) != "new"
+            and not _created_since(request.out, origin)
+        )
+        if resume and not replace_pending:
+            overwrite = False
+        command = [*TRAIN_COMMAND, *request.argv(overwrite=overwrite)]
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env["PYTHONUNBUFFERED"] = "1"  # the log shows each epoch as it ends
@@ -398,7 +427,8 @@ def start_job(request: TrainRequest, resume: bool = False) -> TrainingJob:
                 start_new_session=True,
             )
         job = TrainingJob(
-            request=request, command=command, process=process, log_path=log_path, resumed=resume
+            request=request, command=command, process=process, log_path=log_path,
+            resumed=resume, origin=origin,
         )
         _current = job
     # Reap the process as soon as it ends (no zombie while nobody polls), and stamp the end.

@@ -159,7 +159,17 @@ def test_runs_table_sorts_shows_problems_and_selects(page: Page, app: ShinyAppPr
     controller.InputSelect(page, "inspect-selector-run").expect_selected(_run("b-tiny"))
     # And the other way: a run chosen in the sidebar is the highlighted row.
     controller.InputSelect(page, "inspect-selector-run").set(_run("a-fernet"))
-    expect(table.loc_body.locator("> tr[aria-selected=true] > td:nth-child(1)")).to_have_text(["a-fernet"])
+    highlighted = table.loc_body.locator("> tr[aria-selected=true] > td:nth-child(1)")
+    expect(highlighted).to_have_text(["a-fernet"])
+    # A run changing on disk re-renders the table: the highlight stays.
+    history = MODELS / "b-tiny" / "history.csv"
+    before = history.read_text()
+    try:
+        history.write_text(before + "5,0.5,0.9,0.0001,0.45,1.2\n")
+        table.expect_cell("6", row=1, col=table.loc_column_label.all_inner_texts().index("epochs"))
+        expect(highlighted).to_have_text(["a-fernet"])
+    finally:
+        history.write_text(before)  # the other tests' b-tiny
 
     # Runs in another folder the user points to join the table (and the selector).
     controller.InputText(page, "inspect-selector-folder").set(str(ROOT / "extra"))

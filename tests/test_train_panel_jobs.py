@@ -138,6 +138,43 @@ def test_one_job_at_a_time_cancel_and_resume(fake_training, tmp_path: Path) -> N
     assert log.count("args train") == 2  # both processes wrote to the run's log
 
 
+def test_resume_replaces_the_old_run_when_the_replace_was_stopped_before_it(
+    fake_training, tmp_path: Path
+) -> None:
+    from datetime import datetime, timezone
+
+    from ferdash.rundir import write_run_info
+
+    out = tmp_path / "runs" / "r1"
+    # A finished run of that name, trained long ago, that "Replace" is to discard.
+    write_run_info(out, ["happy", "sad"], [48, 48], created="2026-01-01T00:00:00+00:00",
+                   finished="2026-01-01T01:00:00+00:00")
+    (out / training_jobs.LOG_FILE).write_text("an earlier dashboard run\n")
+    request = TrainRequest(data=tmp_path, arch="fernet", out=out, epochs=2, overwrite=True)
+    job = training_jobs.start_job(request)
+    _wait_until_logged(out / training_jobs.LOG_FILE, 1)
+    job.cancel(grace=2.0)  # before the command got as far as clearing the old run
+    job.wait(timeout=30)
+    resumed = training_jobs.start_job(request, resume=True)
+    assert "--overwrite" in resumed.command  # the old run is still there: replace it
+    _wait_until_logged(out / training_jobs.LOG_FILE, 2)
+    resumed.cancel(grace=2.0)
+    resumed.wait(timeout=30)
+    # Once the replacing run has begun (its run.json is new), Resume continues it.
+    write_run_info(out, ["happy", "sad"], [48, 48],
+                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"), finished=None)
+    again = training_jobs.start_job(request, resume=True)
+    assert "--overwrite" not in again.command
+    again.cancel(grace=2.0)
+    again.wait(timeout=30)
+
+
+def test_failure_reason_is_the_last_attempt_s() -> None:
+    log = "$ train a\nerror: other settings (batch_size)\n$ train a --overwrite\nEpoch 1/2\n"
+    assert training_jobs.failure_reason(log) is None  # the last attempt named no reason
+    assert training_jobs.failure_reason(log + "MemoryError\n") == "MemoryError"
+
+
 def test_a_failing_command_is_failed_with_its_log(fake_training, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr(training_jobs, "TRAIN_COMMAND",
                         [sys.executable, "-c", "import sys; print('error: bad data'); sys.exit(2)"])

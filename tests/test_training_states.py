@@ -197,3 +197,72 @@ def test_the_tflite_copy_has_the_model_s_permissions(tmp_path: Path) -> None:
     os.chmod(run / "model.keras", 0o644)
     path = export_lite(run)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_finished_run_s_command_needs_neither_its_data_nor_its_seed_run(tmp_path: Path, capsys) -> None:
+    """The README's commands on the shipped runs, on a machine without the data or the
+    (git-ignored) seed runs: "already finished", at once."""
+    from training.__main__ import main
+
+    out = tmp_path / "fer7"
+    write_run_info(out, ["a", "b"], [48, 48], architecture="fernet", init_from="runs/fer7_ft",
+                   data="../shared/data/fer2013", finished="2026-11-24T00:00:00+00:00")
+    code = main(["train", "--data", "../shared/data/fer2013", "--arch", "fernet", "--out", str(out),
+                 "--init-from", "runs/fer7_ft"])
+    assert code == 0 and "already holds a finished run" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_run_stopped_in_its_first_epoch_starts_over_with_new_settings(
+    two_classes: Path, tmp_path: Path
+) -> None:
+    from training.train import run_training
+
+    out = tmp_path / "run"
+    # What a stop during epoch 1 leaves: run.json begun, no backup, fit not ended.
+    write_run_info(out, ["happy", "sad"], [SIZE, SIZE], architecture="fernet", batch_size=8,
+                   finished=None, fit_ended=None)
+    (out / "history.csv").write_text("epoch,accuracy\n")
+    run_training(_config(two_classes, out, epochs=1, batch_size=16), log=lambda *_: None)
+    meta = read_run_info(out).meta
+    assert meta["batch_size"] == 16 and meta["finished"]
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_resuming_with_fewer_epochs_than_trained_is_refused(two_classes: Path, tmp_path: Path) -> None:
+    import keras
+
+    from training.train import TrainingError, run_training
+
+    class CrashAtEpoch2(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise _Crash()
+
+    out = tmp_path / "run"
+    with pytest.raises(_Crash):
+        run_training(_config(two_classes, out, epochs=3, extra_callbacks=[CrashAtEpoch2()]),
+                     log=lambda *_: None)
+    with pytest.raises(TrainingError, match="trained 2 epochs, more than --epochs 1"):
+        run_training(_config(two_classes, out, epochs=1), log=lambda *_: None)
+    assert (out / "backup").is_dir()  # still resumable with its own command
+    logs: list[str] = []
+    run_training(_config(two_classes, out, epochs=2), log=logs.append)  # as many as trained
+    assert any("finishing the run" in line for line in logs)
+    meta = read_run_info(out).meta
+    assert meta["epochs_completed"] == 2 and meta["epochs"] == 2 and meta["finished"]
+
+
+def test_a_phone_jpeg_stored_as_mpo_is_trained_on(tmp_path: Path) -> None:
+    from training.data import scan_folder
+
+    data = make_image_folder(tmp_path / "faces", per_class=3, size=SIZE, classes=("happy", "sad"))
+    frames = [Image.fromarray(np.full((SIZE, SIZE, 3), v, np.uint8)) for v in (90, 160)]
+    frames[0].save(data / "sad" / "phone.jpg", "MPO", save_all=True, append_images=frames[1:])
+    assert Image.open(data / "sad" / "phone.jpg").format == "MPO"
+    scan = scan_folder(data)
+    assert scan.bad == [] and "sad/phone.jpg" in scan.files["sad"]

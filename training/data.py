@@ -25,7 +25,7 @@ from PIL import Image
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 #: Pillow formats that Keras's loader decodes in greyscale (``channels=1``); it refuses
 #: GIF and BMP so (mid-epoch), and CMYK JPEGs whatever the channels.
-_TF_DECODABLE = {"PNG", "JPEG"}
+_TF_DECODABLE = {"PNG", "JPEG", "MPO"}  # MPO: a phone's JPEG with extra frames
 #: The extensions of the files that can be trained on.
 TRAINABLE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import sys
@@ -111,8 +112,12 @@ def _same(key: str, there: Any, now: Any) -> bool:
 
 
 def _check_same_run(out: Path, meta: dict[str, Any], expected: dict[str, Any], what: str) -> None:
+    def shown(key: str, value: Any) -> Any:
+        # A path as the folder it names: "../x" there and "../x" now may be two folders.
+        return os.path.realpath(value) if key in _PATH_KEYS and isinstance(value, str) else value
+
     diffs = [
-        f"{k}: {meta.get(k)!r} there, {v!r} now"
+        f"{k}: {shown(k, meta.get(k))!r} there, {shown(k, v)!r} now"
         for k, v in expected.items()
         if k in meta and not _same(k, meta.get(k), v)
     ]
@@ -123,6 +128,15 @@ def _check_same_run(out: Path, meta: dict[str, Any], expected: dict[str, Any], w
             else "pass --overwrite to retrain it, or choose another --out"
         )
         raise TrainingError(f"{out} holds {what} with other settings ({'; '.join(diffs)}); {fix}")
+
+
+def _history_header(path: Path) -> list[str]:
+    try:
+        from training import resume
+
+        return resume.read_history_rows(path)[0]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
 
 
 def _read_meta(out: Path) -> dict[str, Any] | None:
@@ -170,17 +184,47 @@ def _run_training(cfg: TrainConfig, log) -> Path:
     out = Path(cfg.out)
     _check_image_size(cfg.arch, size)
     check_writable(out)
+    if cfg.init_from and Path(cfg.init_from).resolve() == out.resolve():
+        raise TrainingError(f"--init-from {cfg.init_from} is the run being trained")
 
     from training import resume, warm_start
 
-    donor = None
-    if cfg.init_from:
-        if Path(cfg.init_from).resolve() == out.resolve():
-            raise TrainingError(f"--init-from {cfg.init_from} is the run being trained")
-        try:
-            donor = warm_start.check_source(cfg.init_from, cfg.arch, size)
-        except warm_start.WarmStartError as exc:
-            raise TrainingError(str(exc)) from exc
+    # What a run is, as far as it is known before the data is read (the classes of a
+    # whole folder are added once it is): a resume with another seed run, starting rate,
+    # class weighting, or other images would mix two runs' epochs in one history.
+    data_dir = Path(cfg.data)
+    val_folder = (data_dir / "train").is_dir() and (data_dir / "val").is_dir()
+    identity: dict[str, Any] = {
+        "architecture": cfg.arch,
+        **({"classes": classes} if classes else {}),
+        "input_size": [int(size[0]), int(size[1])],
+        "augment": augment,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "init_from": cfg.init_from,
+        "learning_rate": cfg.learning_rate,
+        "class_weight_mode": cfg.class_weights,
+        "class_boost": cfg.class_boost or None,
+        "data": cfg.data,
+        "limit_per_class": cfg.limit_per_class,
+        "val_split": None if val_folder else cfg.validation_split,
+    }
+    backup_dir = out / BACKUP_DIR
+    if not cfg.overwrite:
+        # Decided before the data is read: a finished run's own command returns at once,
+        # and neither the data nor an --init-from run need still be there.
+        meta_there = _read_meta(out)
+        if not backup_dir.exists() and meta_there is not None and meta_there.get("finished"):
+            _check_same_run(out, meta_there, identity, "a finished run")
+            log(f"{out} already holds a finished run ({meta_there['finished']}); pass --overwrite to retrain")
+            return out
+        if meta_there is None or "finished" not in meta_there:
+            if any((out / name).exists() for name in _RUN_FILES):
+                raise TrainingError(
+                    f"{out} holds a run that this command did not start (its run.json is "
+                    "missing, unreadable or has no 'finished' entry); pass --overwrite to "
+                    "replace it, or choose another --out"
+                )
 
     import keras
     import tensorflow as tf
@@ -205,85 +249,73 @@ def _run_training(cfg: TrainConfig, log) -> Path:
         log=log,
     )
     weights = class_weights(data.train_counts, data.classes, cfg.class_weights, cfg.class_boost)
+    identity["classes"] = data.classes
 
-    identity = {
-        "architecture": cfg.arch,
-        "classes": data.classes,
-        "input_size": [int(size[0]), int(size[1])],
-        "augment": augment,
-        "batch_size": cfg.batch_size,
-        "seed": cfg.seed,
-        # Part of what a run is: a resume with another seed run or starting rate would
-        # record weights or a rate that the backup does not hold.
-        "init_from": cfg.init_from,
-        "learning_rate": cfg.learning_rate,
-        # And how the loss weighs the classes: the epochs before and after would differ.
-        "class_weight_mode": cfg.class_weights,
-        "class_boost": cfg.class_boost or None,
-        # And what it learns from and is validated on: history rows and the kept
-        # checkpoint's threshold from other images would be mixed in.
-        "data": cfg.data,
-        "limit_per_class": cfg.limit_per_class,
-        "val_split": None if data.val_source == "folder" else cfg.validation_split,
-    }
-
-    backup_dir = out / BACKUP_DIR
     if cfg.overwrite:
         _clear_run(out)
     has_backup = backup_dir.exists()
-    meta_there = _read_meta(out)
-    _, rows_there = resume.read_history_rows(out / HISTORY_FILE)
-    fit_done = False
-    if has_backup:
-        if meta_there is not None:
-            _check_same_run(out, meta_there, identity, "an unfinished run")
-    elif meta_there is not None and meta_there.get("finished"):
-        _check_same_run(out, meta_there, identity, "a finished run")
-        log(f"{out} already holds a finished run ({meta_there['finished']}); pass --overwrite to retrain")
-        return out
-    elif meta_there is not None and "finished" in meta_there:
-        # Begun by this command and not finished. Without a backup either it was stopped
-        # in its first epoch (nothing to keep), or fit had ended (``fit_ended``, written
-        # just before BackupAndRestore deletes the backup) and a stop came during the
-        # steps after it.
+    meta_there = _read_meta(out) or {}
+    fit_ended = bool(meta_there.get("fit_ended"))
+    if has_backup or fit_ended:
         _check_same_run(out, meta_there, identity, "an unfinished run")
-        fit_done = bool(meta_there.get("fit_ended")) and bool(rows_there) and _loads(out / MODEL_FILE)
-    elif any((out / name).exists() for name in _RUN_FILES):
-        raise TrainingError(
-            f"{out} holds a run that this command did not start (its run.json is missing, "
-            "unreadable or has no 'finished' entry); pass --overwrite to replace it, or "
-            "choose another --out"
-        )
-    if fit_done:
-        log(
-            f"{out}: its {len(rows_there)} epochs were trained but the run was stopped "
-            "before it was finished; finishing it"
-        )
-        return _finish(out, cfg, data, size, model=None, log=log)
+    if fit_ended:
+        # fit had ended (``fit_ended`` is written just before BackupAndRestore deletes
+        # the backup) and a stop came during the steps after it: finish, train nothing.
+        if _loads(out / MODEL_FILE):
+            log(f"{out}: its epochs were all trained but the run was stopped before it was finished; finishing it")
+            shutil.rmtree(backup_dir, ignore_errors=True)
+            return _finish(out, cfg, data, size, model=None, log=log)
+        log(f"{out}: its training had ended but model.keras cannot be loaded: training it again")
+        has_backup = False
     if not has_backup:
-        _clear_run(out)  # Nothing to resume (e.g. stopped during its first epoch): start clean.
+        # Nothing to resume (e.g. stopped during its first epoch, before any backup): start clean.
+        _clear_run(out)
+
+    donor = None
+    if cfg.init_from and not has_backup:
+        try:
+            donor = warm_start.check_source(cfg.init_from, cfg.arch, size)
+        except warm_start.WarmStartError as exc:
+            raise TrainingError(str(exc)) from exc
+
+    def new_model(recall: bool) -> Any:
+        with device.strategy.scope():
+            model = compile_model(
+                build_model(cfg.arch, size, len(data.classes), augment=augment, seed=cfg.seed),
+                cfg.arch,
+                recall_of=data.classes if recall else None,
+            )
+            if cfg.learning_rate is not None:
+                model.optimizer.learning_rate = cfg.learning_rate
+        return model
 
     # A resumed run keeps the columns its history.csv has: CSVLogger appends rows under
     # the header already written, so new metric columns would misalign them.
-    header, _ = resume.read_history_rows(out / HISTORY_FILE) if has_backup else ([], [])
+    header = _history_header(out / HISTORY_FILE) if has_backup else []
     class_recall = not header or any(k.startswith("val_recall_") for k in header)
-
-    with device.strategy.scope():
-        model = compile_model(
-            build_model(cfg.arch, size, len(data.classes), augment=augment, seed=cfg.seed),
-            cfg.arch,
-            recall_of=data.classes if class_recall else None,
-        )
-        if cfg.learning_rate is not None:
-            model.optimizer.learning_rate = cfg.learning_rate
-        initial_epoch = (
-            resume.restorable_epoch(backup_dir, can_load=lambda p: _weights_load(model, p))
-            if has_backup
-            else None
-        )
-    if has_backup and initial_epoch is None:
-        log(f"the backup in {backup_dir} cannot be loaded: starting the run over")
-        _clear_run(out)
+    model = new_model(class_recall)
+    initial_epoch = None
+    if has_backup:
+        with device.strategy.scope():
+            initial_epoch = resume.restorable_epoch(
+                backup_dir, can_load=lambda p: _weights_load(model, p)
+            )
+        if initial_epoch is None:
+            log(f"the backup in {backup_dir} cannot be loaded: starting the run over")
+            _clear_run(out)
+            if not class_recall:  # a fresh history gets the recall columns
+                class_recall = True
+                model = new_model(True)
+            if cfg.init_from:
+                try:
+                    donor = warm_start.check_source(cfg.init_from, cfg.arch, size)
+                except warm_start.WarmStartError as exc:
+                    raise TrainingError(str(exc)) from exc
+        elif initial_epoch > cfg.epochs:
+            raise TrainingError(
+                f"{out} has trained {initial_epoch} epochs, more than --epochs {cfg.epochs}: "
+                f"re-run with --epochs {initial_epoch} or more"
+            )
     params = int(model.count_params())
     check_free_space(out, params)
     if donor is not None and initial_epoch is None:
@@ -297,8 +329,8 @@ def _run_training(cfg: TrainConfig, log) -> Path:
     rows: list[dict[str, str]] = []
     if initial_epoch is not None:
         rows = resume.truncate_history(out / HISTORY_FILE, initial_epoch)
-        if initial_epoch >= cfg.epochs:
-            log(f"{out}: the backup is already at epoch {initial_epoch} (--epochs {cfg.epochs}); finishing the run")
+        if initial_epoch == cfg.epochs:
+            log(f"{out}: the backup is already at epoch {initial_epoch} of {cfg.epochs}; finishing the run")
         else:
             log(f"resuming {out} at epoch {initial_epoch + 1} of {cfg.epochs}")
 

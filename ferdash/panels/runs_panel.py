@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 from shiny import module, reactive, render, req, ui
+from shiny.types import SilentCancelOutputException, SilentException
 
 from ..inspect_data import comparison_frame
 from .run_selector import RunSelection
@@ -47,13 +48,22 @@ def panel_server(input, output, session, selection: RunSelection) -> None:
         return render.DataGrid(data, selection_mode="row", height="60vh", width="100%")
 
     @reactive.effect
-    async def _highlight_selected_run() -> None:
+    def _highlight_selected_run() -> None:
         # The row of the run chosen in the sidebar, so the highlight never names
-        # another run than the one every panel shows.
+        # another run than the one every panel shows. Sent after the flush: a table
+        # re-rendered in the same flush (a run changed on disk) would otherwise arrive
+        # after the selection and clear it.
         listing = selection.run()
         listings = selection.runs()
         rows = [i for i, r in enumerate(listings) if listing is not None and r.path == listing.path]
-        await table.update_cell_selection({"type": "row", "rows": rows} if rows else None)
+
+        async def send() -> None:
+            try:
+                await table.update_cell_selection({"type": "row", "rows": rows} if rows else None)
+            except (SilentException, SilentCancelOutputException):
+                pass  # the table is not drawn (yet, or its tab is hidden): nothing to highlight
+
+        session.on_flushed(send, once=True)
 
     # Only on a click: re-rendering the table (a run changed on disk) must not pull the
     # selector back to a row clicked long ago.

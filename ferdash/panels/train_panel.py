@@ -70,7 +70,10 @@ def panel_ui() -> ui.TagChild:
                 col_widths=[6, 6],
             ),
             ui.layout_columns(
-                ui.input_numeric("image_size", "Image size (px)", value=48, min=8, max=512, step=1),
+                ui.input_numeric(
+                    "image_size", "Image size (px)", value=48,
+                    min=min(MIN_IMAGE_SIZE.values()), max=512, step=1,
+                ),
                 ui.input_numeric(
                     "limit", "Images per class (0 = all)", value=0, min=0, step=1
                 ),
@@ -187,7 +190,7 @@ def panel_server(
 
         epochs = _int(input.epochs(), "Epochs", 1)
         batch = _int(input.batch_size(), "Batch size", 1)
-        size = _int(input.image_size(), "Image size", 8)
+        size = _int(input.image_size(), "Image size", min(MIN_IMAGE_SIZE.values()))
         limit = _int(input.limit(), "Images per class", 0)
         out = runs_root() / name
         elsewhere = [r.path.parent for r in runs() if r.name == name and r.path.parent != runs_root()]
