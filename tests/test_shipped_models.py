@@ -36,6 +36,10 @@ EXPECTED_CLASSES = {
 MAX_MODEL_BYTES = 25 * 1024 * 1024
 
 
+def test_a_shipped_run_shows_per_class_recall_curves() -> None:
+    assert read_run_info(DEFAULT_MODELS_DIR / "r_parity").meta["class_recall_logged"] is True
+
+
 def test_models_folder_ships_runs() -> None:
     assert SHIPPED, "models/ holds no run"
     assert all(listing.ok and not listing.problems for listing in discover_runs(DEFAULT_MODELS_DIR))
@@ -57,6 +61,10 @@ def test_shipped_run_is_complete(run_dir: Path) -> None:
     history = read_history(run_dir)
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
     assert list(history["epoch"]) == list(range(len(history)))
+    if info.meta.get("class_recall_logged"):  # what Inspect's recall panel draws
+        recall = [f"val_recall_{c}" for c in info.classes]
+        assert set(recall) <= set(history.columns)
+        assert history[recall].notna().all().all()
     evaluation = read_evaluation(run_dir)
     assert evaluation.classes == info.classes
     assert evaluation.split == "val"  # FER2013 PublicTest
