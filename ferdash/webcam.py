@@ -74,6 +74,12 @@ _SCRIPT = """
       canvas.height = Math.round(video.videoHeight * scale);
       canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
       send({data: canvas.toDataURL("image/jpeg", 0.92)});
+      // The snapshot replaces the upload's cards: the file field must not go on naming
+      // the files it no longer shows.
+      var replaced = document.getElementById(button.getAttribute("data-ferdash-replaces") || "");
+      var group = replaced && replaced.closest(".input-group");
+      var text = group && group.querySelector("input[type=text]");
+      if (text) text.value = "webcam snapshot";
     } catch (err) {
       send({error: (err && err.name) || "Error", message: String((err && err.message) || err)});
     } finally {
@@ -89,10 +95,14 @@ class WebcamError(UploadError):
     """A snapshot that did not arrive: the message says why, for the person at the camera."""
 
 
-def snapshot_button(input_id: str, label: str = "Webcam snapshot") -> TagList:
+def snapshot_button(
+    input_id: str, label: str = "Webcam snapshot", replaces: str | None = None
+) -> TagList:
     """A button that sends one camera frame to the input ``input_id`` (namespaced here).
 
-    Call inside a module's UI to namespace ``input_id`` like the module's other inputs.
+    ``replaces``: the file input whose results a snapshot replaces; its text then reads
+    "webcam snapshot". Call inside a module's UI to namespace both ids like the module's
+    other inputs.
     """
     target = resolve_id(input_id)
     button: Tag = ui.tags.button(
@@ -103,6 +113,7 @@ def snapshot_button(input_id: str, label: str = "Webcam snapshot") -> TagList:
         class_="btn btn-outline-secondary btn-sm ferdash-webcam",
         id=resolve_id(input_id + "_button"),
         data_ferdash_webcam=target,
+        data_ferdash_replaces=resolve_id(replaces) if replaces else None,
     )
     return TagList(button, ui.tags.script(_SCRIPT))
 

@@ -75,6 +75,9 @@ def test_a_fake_camera_frame_is_classified_like_an_upload(camera_page: Page, app
     expect(card.locator(".crop-caption")).to_contain_text("(whole image)")
     expect(card.locator("img.upload-preview")).to_be_visible()
     expect(page.locator("#predict-camera_error")).to_have_count(0)
+    # The file field says what the cards show.
+    file_text = page.locator("#predict-upload").locator("xpath=ancestor::div[contains(@class,'input-group')]//input[@type='text']")
+    expect(file_text).to_have_value("webcam snapshot")
 
 
 @pytest.mark.parametrize(

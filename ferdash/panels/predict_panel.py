@@ -83,7 +83,7 @@ def panel_ui() -> TagChild:
                 class_="small text-body-secondary",
             ),
             # One frame from the browser's camera, then the same path as an upload.
-            snapshot_button("webcam"),
+            snapshot_button("webcam", replaces="upload"),
             ui.input_switch("saliency", "Show where the model looked (Grad-CAM)", value=False),
             width=320,
             open="always",
