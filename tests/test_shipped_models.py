@@ -37,7 +37,8 @@ MAX_MODEL_BYTES = 25 * 1024 * 1024
 
 
 def test_a_shipped_run_shows_per_class_recall_curves() -> None:
-    assert read_run_info(DEFAULT_MODELS_DIR / "r_parity").meta["class_recall_logged"] is True
+    for name in ("fer7", "r_parity"):
+        assert read_run_info(DEFAULT_MODELS_DIR / name).meta["class_recall_logged"] is True
 
 
 def test_models_folder_ships_runs() -> None:
