@@ -37,7 +37,7 @@ MAX_MODEL_BYTES = 25 * 1024 * 1024
 
 
 def test_a_shipped_run_shows_per_class_recall_curves() -> None:
-    for name in ("fer7", "r_parity"):
+    for name in ("fer7", "happy_sad", "r_parity"):
         assert read_run_info(DEFAULT_MODELS_DIR / name).meta["class_recall_logged"] is True
 
 
