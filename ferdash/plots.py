@@ -102,8 +102,9 @@ def history_figure(
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes,
                     color="grey")
     if ax_loss.get_lines():
-        # Loss falls over training, so its upper right corner is usually free.
-        ax_loss.legend(fontsize="small", loc="upper right", framealpha=0.85)
+        # "best": a rising validation loss (overfitting) fills the upper right corner
+        # that a falling loss leaves free.
+        ax_loss.legend(fontsize="small", loc="best", framealpha=0.85)
     return fig
 
 
