@@ -127,6 +127,17 @@ def run_label(listing: RunListing) -> str:
     return f"{listing.name} (run.json unusable)"
 
 
+def selector_choices(runs: Iterable[tuple[Path, str, str]]) -> dict[str, str]:
+    """``{path: label}`` for a run selector from ``(path, name, label)`` per run; a name
+    that two runs share gets its folder added, or the two would look identical."""
+    runs = list(runs)
+    names = [name for _, name, _ in runs]
+    return {
+        str(path): label + (f" — {path.parent}" if names.count(name) > 1 else "")
+        for path, name, label in runs
+    }
+
+
 def inspect_problems(listing: RunListing) -> list[str]:
     """The listing's problems that matter to Inspect.
 

@@ -184,12 +184,14 @@ def is_quantized(entry: Any) -> bool:
     return isinstance(entry, dict) and entry.get("quantization") == DYNAMIC_RANGE
 
 
-def probe_tolerance(model: Any, entry: Any = None) -> float:
+def probe_tolerance(model: Any | None, entry: Any = None) -> float:
     """How far the TF Lite copy (``lite`` entry ``entry``) of ``model`` may differ on the
-    probe (see the constants)."""
+    probe (see the constants); ``model`` None: a float32 one."""
     if is_quantized(entry):
         return QUANTIZED_PROBE_TOLERANCE
-    return PROBE_TOLERANCE if computes_in_float32(model) else MIXED_PROBE_TOLERANCE
+    if model is None or computes_in_float32(model):
+        return PROBE_TOLERANCE
+    return MIXED_PROBE_TOLERANCE
 
 
 def load_for_run(
@@ -207,7 +209,7 @@ def load_for_run(
     """
     entry = info.meta.get("lite")
     if tolerance is None:
-        tolerance = QUANTIZED_PROBE_TOLERANCE if is_quantized(entry) else PROBE_TOLERANCE
+        tolerance = probe_tolerance(None, entry)
     if entry is None:
         raise LiteUnavailable(f"run {info.name} has no {LITE_FILE} (python -m training export-lite)")
     if (

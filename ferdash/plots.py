@@ -108,6 +108,10 @@ def history_figure(
     return fig
 
 
+#: Runs side by side in :func:`class_recall_figure`, before it starts a new row.
+RECALL_PANELS_PER_ROW = 3
+
+
 def class_recall_figure(
     histories: Mapping[str, pd.DataFrame],
     classes: Mapping[str, Sequence[str]],
@@ -130,7 +134,7 @@ def class_recall_figure(
         for c in names:
             colour_of.setdefault(c, palette[len(colour_of) % len(palette)])
     n = max(1, len(histories))
-    ncols = min(n, 3)
+    ncols = min(n, RECALL_PANELS_PER_ROW)
     nrows = -(-n // ncols)
     fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()

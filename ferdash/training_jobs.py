@@ -398,14 +398,14 @@ def start_job(request: TrainRequest, resume: bool = False) -> TrainingJob:
         log_path = request.out / LOG_FILE
         previous = _current if resume and _current is not None and _current.request == request else None
         origin = previous.origin if previous is not None else time.time()
-        overwrite = None
-        replace_pending = (
-            request.overwrite
-            and run_folder_state(request.out) != "new"
-            and not _created_since(request.out, origin)
-        )
-        if resume and not replace_pending:
-            overwrite = False
+        overwrite = None  # the request's own
+        if resume:
+            replace_pending = (
+                request.overwrite
+                and run_folder_state(request.out) != "new"
+                and not _created_since(request.out, origin)
+            )
+            overwrite = None if replace_pending else False
         command = [*TRAIN_COMMAND, *request.argv(overwrite=overwrite)]
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -167,3 +167,20 @@ def test_thumbnail_uri(tmp_path: Path) -> None:
 def test_no_runs_message_says_how_to_train() -> None:
     msg = idata.no_runs_message([Path("/x/models")])
     assert "/x/models" in msg and "python -m training train --data DIR --arch fernet --out models/NAME" in msg
+
+
+def test_selector_choices_name_the_folder_only_where_two_runs_share_a_name() -> None:
+    from pathlib import Path
+
+    from ferdash.inspect_data import selector_choices
+
+    runs = [
+        (Path("/a/models/fer7"), "fer7", "fer7 (fernet, 7 classes)"),
+        (Path("/b/runs/fer7"), "fer7", "fer7 (fernet, 3 classes)"),
+        (Path("/a/models/happy_sad"), "happy_sad", "happy_sad (fernet, 2 classes)"),
+    ]
+    assert selector_choices(runs) == {
+        "/a/models/fer7": "fer7 (fernet, 7 classes) — /a/models",
+        "/b/runs/fer7": "fer7 (fernet, 3 classes) — /b/runs",
+        "/a/models/happy_sad": "happy_sad (fernet, 2 classes)",
+    }

@@ -154,14 +154,20 @@ def test_patience_zero_is_accepted() -> None:
     assert args.patience == 0 and args.lr_patience == 0
 
 
-def test_gif_bmp_and_cmyk_jpeg_are_skipped_with_a_reason(tmp_path: Path) -> None:
-    from training.data import scan_folder
-
-    data = make_image_folder(tmp_path / "faces", per_class=3, size=SIZE, classes=("happy", "sad"))
+def _faces_with_unreadable_formats(root: Path, per_class: int) -> Path:
+    """happy/sad PNG faces, plus happy/z.gif, happy/z.bmp and a CMYK sad/z.jpg."""
+    data = make_image_folder(root, per_class=per_class, size=SIZE, classes=("happy", "sad"))
     grey = Image.fromarray(np.full((SIZE, SIZE), 128, np.uint8))
     grey.save(data / "happy" / "z.gif")
     grey.save(data / "happy" / "z.bmp")
     grey.convert("CMYK").save(data / "sad" / "z.jpg")
+    return data
+
+
+def test_gif_bmp_and_cmyk_jpeg_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    from training.data import scan_folder
+
+    data = _faces_with_unreadable_formats(tmp_path / "faces", per_class=3)
     scan = scan_folder(data)
     reasons = dict(scan.bad)
     assert set(reasons) == {"happy/z.gif", "happy/z.bmp", "sad/z.jpg"}
@@ -176,11 +182,7 @@ def test_a_folder_with_gif_bmp_and_cmyk_files_trains(tmp_path: Path) -> None:
     """The files TensorFlow's loader refuses mid-epoch never reach it."""
     from training.train import run_training
 
-    data = make_image_folder(tmp_path / "faces", per_class=10, size=SIZE, classes=("happy", "sad"))
-    grey = Image.fromarray(np.full((SIZE, SIZE), 128, np.uint8))
-    grey.save(data / "happy" / "z.gif")
-    grey.save(data / "sad" / "z.bmp")
-    grey.convert("CMYK").save(data / "sad" / "z.jpg")
+    data = _faces_with_unreadable_formats(tmp_path / "faces", per_class=10)
     out = run_training(_config(data, tmp_path / "run", epochs=1), log=lambda *_: None)
     assert read_run_info(out).meta["skipped_images"] == 3
     assert len(read_history(out)) == 1

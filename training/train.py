@@ -105,19 +105,18 @@ _RUN_FILES = (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE, LITE_FILE)
 _PATH_KEYS = ("data", "init_from")
 
 
+def _resolved(key: str, value: Any) -> Any:
+    """A path entry as the folder it names ("../x" there and "../x" now may be two folders)."""
+    return os.path.realpath(value) if key in _PATH_KEYS and isinstance(value, str) else value
+
+
 def _same(key: str, there: Any, now: Any) -> bool:
-    if key in _PATH_KEYS and isinstance(there, str) and isinstance(now, str):
-        return os.path.realpath(there) == os.path.realpath(now)
-    return there == now
+    return _resolved(key, there) == _resolved(key, now)
 
 
 def _check_same_run(out: Path, meta: dict[str, Any], expected: dict[str, Any], what: str) -> None:
-    def shown(key: str, value: Any) -> Any:
-        # A path as the folder it names: "../x" there and "../x" now may be two folders.
-        return os.path.realpath(value) if key in _PATH_KEYS and isinstance(value, str) else value
-
     diffs = [
-        f"{k}: {shown(k, meta.get(k))!r} there, {shown(k, v)!r} now"
+        f"{k}: {_resolved(k, meta.get(k))!r} there, {_resolved(k, v)!r} now"
         for k, v in expected.items()
         if k in meta and not _same(k, meta.get(k), v)
     ]
@@ -131,9 +130,9 @@ def _check_same_run(out: Path, meta: dict[str, Any], expected: dict[str, Any], w
 
 
 def _history_header(path: Path) -> list[str]:
-    try:
-        from training import resume
+    from training import resume
 
+    try:
         return resume.read_history_rows(path)[0]
     except (OSError, UnicodeDecodeError, csv.Error):
         return []
@@ -271,13 +270,6 @@ def _run_training(cfg: TrainConfig, log) -> Path:
         # Nothing to resume (e.g. stopped during its first epoch, before any backup): start clean.
         _clear_run(out)
 
-    donor = None
-    if cfg.init_from and not has_backup:
-        try:
-            donor = warm_start.check_source(cfg.init_from, cfg.arch, size)
-        except warm_start.WarmStartError as exc:
-            raise TrainingError(str(exc)) from exc
-
     def new_model(recall: bool) -> Any:
         with device.strategy.scope():
             model = compile_model(
@@ -306,11 +298,6 @@ def _run_training(cfg: TrainConfig, log) -> Path:
             if not class_recall:  # a fresh history gets the recall columns
                 class_recall = True
                 model = new_model(True)
-            if cfg.init_from:
-                try:
-                    donor = warm_start.check_source(cfg.init_from, cfg.arch, size)
-                except warm_start.WarmStartError as exc:
-                    raise TrainingError(str(exc)) from exc
         elif initial_epoch > cfg.epochs:
             raise TrainingError(
                 f"{out} has trained {initial_epoch} epochs, more than --epochs {cfg.epochs}: "
@@ -318,9 +305,11 @@ def _run_training(cfg: TrainConfig, log) -> Path:
             )
     params = int(model.count_params())
     check_free_space(out, params)
-    if donor is not None and initial_epoch is None:
-        # Only a fresh start is seeded: a resumed run's own weights come from its backup.
+    if cfg.init_from and initial_epoch is None:
+        # Only a fresh start is seeded (and needs its seed run to be there): a resumed
+        # run's own weights come from its backup.
         try:
+            donor = warm_start.check_source(cfg.init_from, cfg.arch, size)
             seeded = warm_start.copy_weights(model, donor, data.classes)
         except warm_start.WarmStartError as exc:
             raise TrainingError(str(exc)) from exc

@@ -42,7 +42,7 @@ class Loaded(NamedTuple):
     classes: dict[str, list[str]]  # from run.json, where it could be read
 
 
-#: Height of one row of per-class recall panels (three runs to a row).
+#: Height of one row of per-class recall panels (plots.RECALL_PANELS_PER_ROW runs).
 RECALL_ROW_PX = 340
 
 
@@ -147,7 +147,7 @@ def panel_server(input, output, session, selection: RunSelection) -> None:
                 )
             )
         if logged:
-            rows = -(-len(logged) // 3)
+            rows = -(-len(logged) // plots.RECALL_PANELS_PER_ROW)
             parts.append(ui.output_plot("recall_plot", height=f"{RECALL_ROW_PX * rows}px"))
             parts.append(
                 ui.p(

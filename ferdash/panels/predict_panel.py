@@ -23,6 +23,7 @@ from shiny import Inputs, Outputs, Session, module, reactive, render, req, ui
 from .. import plots, saliency, wording
 from ..imaging import ACCEPT, MAX_PIXELS, MAX_UPLOAD_BYTES, png_data_uri, shrink_to_max_side
 from ..inference import ImageResult, PrepareCache, analyse
+from ..inspect_data import selector_choices
 from ..model_store import LoadedRun, get_loaded_run
 from ..predictor import ModelLoadError
 from ..rundir import FER2013_CLASSES, RunInfo, RunListing
@@ -145,13 +146,7 @@ def panel_server(
     @reactive.effect
     def _update_run_choices() -> None:
         infos = mode_runs()
-        names = [info.name for info in infos]
-        # The same run name in two folders: say which folder, or they look identical.
-        choices = {
-            str(info.path): info.label
-            + (f" — {info.path.parent}" if names.count(info.name) > 1 else "")
-            for info in infos
-        }
+        choices = selector_choices((info.path, info.name, info.label) for info in infos)
         with reactive.isolate():
             current = input.run()
         selected = current if current in choices else _default_choice(infos)

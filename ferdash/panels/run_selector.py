@@ -12,7 +12,13 @@ from typing import Callable
 
 from shiny import module, reactive, render, ui
 
-from ..inspect_data import has_model, inspect_problems, no_runs_message, run_label
+from ..inspect_data import (
+    has_model,
+    inspect_problems,
+    no_runs_message,
+    run_label,
+    selector_choices,
+)
 from ..rundir import RunListing, discover_runs
 
 
@@ -39,15 +45,7 @@ class RunSelection:
 
 
 def _choices(listings: list[RunListing]) -> dict[str, str]:
-    names = [listing.name for listing in listings]
-    choices = {}
-    for listing in listings:
-        label = run_label(listing)
-        # The same run name in two folders: say which folder, or they look identical.
-        if names.count(listing.name) > 1:
-            label = f"{label} — {listing.path.parent}"
-        choices[str(listing.path)] = label
-    return choices
+    return selector_choices((listing.path, listing.name, run_label(listing)) for listing in listings)
 
 
 @module.ui
