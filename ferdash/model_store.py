@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
 
 from . import config, lite_engine
+from .calibration import apply_temperature
 from .predictor import (
     TTA_MODES,
     ModelLoadError,
@@ -46,7 +47,8 @@ class LoadedRun:
     """A run ready to predict: ``predict(batch (N, H, W, 1) float 0-255) -> (N, classes)``."""
 
     info: RunInfo
-    predict: Callable[[np.ndarray], np.ndarray]
+    #: The network's probabilities (TTA included), before the run's temperature.
+    raw_predict: Callable[[np.ndarray], np.ndarray]
     tta: str | None
     #: "tflite" when the run's checked model.tflite runs its batches (all of them if
     #: quantised, else the small ones), else "tensorflow".
@@ -58,11 +60,17 @@ class LoadedRun:
     #: Companions of the model built on first use and shared with it (the Grad-CAM
     #: sub-model), so they are dropped with it when the file changes.
     extras: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: run.json's temperature (None: the probabilities are used as the network gives them).
+    temperature: float | None = None
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities: :attr:`raw_predict` scaled by the run's temperature."""
+        return apply_temperature(self.raw_predict(batch), self.temperature)
 
     @property
     def engine_name(self) -> str:
         """What computes the probabilities, in words, e.g. for ``evaluation.json``."""
-        if isinstance(self.predict, lite_engine.LiteFirst) and self.predict.failed:
+        if isinstance(self.raw_predict, lite_engine.LiteFirst) and self.raw_predict.failed:
             return "tensorflow (TF Lite failed)"
         if self.engine == "tflite" and self.quantized:
             return "tflite (dynamic-range int8 weights)"
@@ -96,7 +104,8 @@ def _key(info: RunInfo) -> _Key:
     if stamp is None:
         raise ModelLoadError(f"model.keras is missing in {info.path}")
     # What run.json says about the model is part of the key too: editing classes,
-    # input_size or tta changes how the same file must be called.
+    # input_size or tta changes how the same file must be called. (Not the temperature:
+    # it scales the output, so a new one needs no reload; see get_loaded_run.)
     tta = repr(info.meta.get("tta"))
     # And the TF Lite copy: re-exported or removed, it is checked again.
     lite = (repr(info.meta.get("lite")), file_stamp(info.lite_path), config.engine())
@@ -131,6 +140,9 @@ def get_loaded_run(info: RunInfo) -> LoadedRun:
                     _evict(config.max_loaded_models())
     if isinstance(entry, ModelLoadError):
         raise entry
+    if entry.temperature != info.temperature:
+        # run.json's temperature changed (a run just calibrated): same model, new scale.
+        return replace(entry, info=info, temperature=info.temperature)
     return entry
 
 
@@ -227,5 +239,11 @@ def _load(info: RunInfo) -> LoadedRun:
             predict = lite_engine.LiteFirst(lite, predict, info.name, most)
             engine = "tflite"
     return LoadedRun(
-        info=info, predict=predict, tta=tta, engine=engine, quantized=quantized, model=model
+        info=info,
+        raw_predict=predict,
+        tta=tta,
+        engine=engine,
+        quantized=quantized,
+        model=model,
+        temperature=info.temperature,
     )

@@ -15,7 +15,11 @@ A run directory `models/<name>/` holds:
 - optionally ``model.tflite``: the same model converted for TensorFlow Lite (dynamic-range
   quantised unless exported with ``--float32``), which the app runs; ``run.json``'s
   ``lite`` entry holds its SHA-256 and that of the ``model.keras`` it was converted
-  from, so a damaged or stale copy is never run, and its ``quantization``.
+  from, so a damaged or stale copy is never run, and its ``quantization``;
+- optionally ``temperature`` in ``run.json``: the temperature-scaling factor fitted on
+  the validation data after training (``ferdash.calibration``), which every prediction
+  of the run is scaled by; ``evaluation.json``'s ``calibration`` then holds the ECE and
+  NLL before and after it and both reliability tables. A run without one is unscaled.
 
 Everything here is plain file I/O: no TensorFlow import, so the UI can list and
 inspect runs without paying for it.
@@ -34,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .calibration import check_temperature
 
 MODEL_FILE = "model.keras"
 RUN_FILE = "run.json"
@@ -81,6 +87,11 @@ class RunInfo:
     @property
     def evaluation_path(self) -> Path:
         return self.path / EVALUATION_FILE
+
+    @property
+    def temperature(self) -> float | None:
+        """The run's temperature (checked by :func:`read_run_info`), None when unscaled."""
+        return check_temperature(self.meta.get("temperature"))
 
     @property
     def is_happy_sad(self) -> bool:
@@ -171,6 +182,10 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
         or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
     ):
         raise RunDirError(f"run.json in {run_dir} needs 'input_size': [height, width]")
+    try:
+        check_temperature(meta.get("temperature"))
+    except ValueError as exc:
+        raise RunDirError(f"run.json in {run_dir}: {exc}") from None
     return RunInfo(
         name=run_dir.name,
         path=run_dir,

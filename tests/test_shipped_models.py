@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ferdash.calibration import apply_temperature
 from ferdash.config import DEFAULT_MODELS_DIR
 from ferdash.inference import analyse_bytes
 from ferdash.lite_engine import QUANTIZED_PROBE_TOLERANCE
@@ -99,7 +100,13 @@ def test_shipped_model_classifies_generated_images(run_dir: Path) -> None:
     one_by_one = np.concatenate([loaded.predict(faces[i : i + 1]) for i in range(len(faces))])
     np.testing.assert_array_equal(one_by_one, loaded.predict(faces))
     exact = compiled_predictor(loaded.model, info.input_size, loaded.tta)(faces)
-    assert np.abs(one_by_one - exact).max() <= QUANTIZED_PROBE_TOLERANCE
+    assert np.abs(loaded.raw_predict(faces) - exact).max() <= QUANTIZED_PROBE_TOLERANCE
+    # The shipped runs are calibrated: what the app shows is the network's output
+    # scaled by run.json's temperature.
+    assert info.temperature is not None
+    np.testing.assert_allclose(
+        one_by_one, apply_temperature(loaded.raw_predict(faces), info.temperature), atol=1e-6
+    )
     for i, pixels in enumerate(images):
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, format="PNG")

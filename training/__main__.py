@@ -55,9 +55,12 @@ def _class_boost(text: str) -> dict[str, float]:
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 < value < 1:
-        raise argparse.ArgumentTypeError("--val-split must be between 0 and 1")
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
     return value
 
 
@@ -90,6 +93,12 @@ def _positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
+
+
+def _non_negative_float(text: str) -> float:
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return _positive_float(text)
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -160,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "size); its classifier too when the classes are the same, e.g. happy,sad from fer7")
     t.add_argument("--learning-rate", type=_positive_float, metavar="LR",
                    help="starting learning rate (default: the architecture's); lower it to fine-tune")
+    from training.architectures import OPTIMIZERS
+
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="default",
+                   help="the architecture's own, or sgd: Nesterov momentum 0.9, lr 0.01, weight decay 1e-4")
+    t.add_argument("--weight-decay", type=_non_negative_float, metavar="F",
+                   help="decoupled weight decay (default: the optimizer's; sgd 1e-4)")
+    t.add_argument("--ema", action="store_true",
+                   help="keep an exponential moving average of the weights; validate, checkpoint and ship it")
+    t.add_argument("--lr-factor", type=_fraction, default=0.5, metavar="F",
+                   help="ReduceLROnPlateau's factor (0.5 halves the rate)")
     t.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto",
                    help="mixed_float16; auto = on when a GPU is present")
     t.add_argument("--limit", type=_positive, dest="limit_per_class", metavar="N",
@@ -178,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tta", choices=["run", "none", "hflip"], default="run",
                    help="test-time augmentation; 'run' = what run.json declares")
     e.add_argument("--batch-size", type=_positive, default=256)
+    e.add_argument("--fit-temperature", action="store_true",
+                   help="fit the run's temperature on this folder first and store it in run.json "
+                   "(use the validation data: training does this itself)")
 
     x = sub.add_parser(
         "export-lite",
@@ -230,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             init_from=args.init_from,
             learning_rate=args.learning_rate,
             mixed_precision=args.mixed_precision,
+            optimizer=args.optimizer,
+            weight_decay=args.weight_decay,
+            ema=args.ema,
+            lr_factor=args.lr_factor,
             limit_per_class=args.limit_per_class,
             overwrite=args.overwrite,
             verbose=args.verbose,
@@ -252,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 split=args.split,
                 tta={"run": "run", "none": None}.get(args.tta, args.tta),
                 batch_size=args.batch_size,
+                fit_temperature=args.fit_temperature,
             )
         except (DataError, ValueError, OSError, RuntimeError) as exc:
             print(f"error: {exc}", file=sys.stderr)

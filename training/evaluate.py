@@ -25,43 +25,54 @@ def evaluate_dataset(
     split: str,
     tta: str | None = None,
     skipped: list[tuple[str, str]] | None = None,
+    fit_temperature: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``run_dir``'s model on an unshuffled (images, int labels) dataset.
 
     ``files`` are the dataset's files in the same order, relative to ``data_dir``.
+    ``fit_temperature``: fit the run's temperature on these images first (training does,
+    on its validation data) and record it in run.json; otherwise the run's own applies.
     """
     from ferdash import model_store
+    from ferdash.calibration import apply_temperature, calibration_report
+    from ferdash.calibration import fit_temperature as fit
     from ferdash.predictor import compiled_predictor
 
     # Cached by the files' stamps and run.json's entries: a run just (re)written loads anew.
-    loaded = model_store.get_loaded_run(read_run_info(run_dir))
+    info = read_run_info(run_dir)
+    loaded = model_store.get_loaded_run(info)
     # Another test-time augmentation than the run declares is not what the dashboard
     # computes: that evaluation runs on TensorFlow.
     same = tta == loaded.tta
-    predict = loaded.predict if same else compiled_predictor(loaded.model, loaded.input_size, tta)
+    predict = loaded.raw_predict if same else compiled_predictor(loaded.model, loaded.input_size, tta)
     classes = list(loaded.classes)
     k = len(classes)
-    matrix = np.zeros((k, k), dtype=np.int64)
-    misclassified: list[dict[str, Any]] = []
-    seen = 0
+    raw_parts, truth_parts = [], []
     for images, labels in dataset:
-        probs = predict(np.asarray(images))
-        truth = np.asarray(labels).astype(np.int64).reshape(-1)
-        pred = probs.argmax(axis=1)
-        np.add.at(matrix, (truth, pred), 1)
-        for i in np.flatnonzero(pred != truth):
-            misclassified.append(
-                {
-                    "file": files[seen + i],
-                    "true": classes[truth[i]],
-                    "predicted": classes[pred[i]],
-                    "probability": round(float(probs[i, pred[i]]), 6),
-                    "true_probability": round(float(probs[i, truth[i]]), 6),
-                }
-            )
-        seen += len(truth)
-    if seen != len(files):
-        raise RuntimeError(f"evaluated {seen} images but {len(files)} files were listed")
+        raw_parts.append(predict(np.asarray(images)))
+        truth_parts.append(np.asarray(labels).astype(np.int64).reshape(-1))
+    raw = np.concatenate(raw_parts) if raw_parts else np.zeros((0, k), np.float32)
+    truth = np.concatenate(truth_parts) if truth_parts else np.zeros(0, np.int64)
+    if len(truth) != len(files):
+        raise RuntimeError(f"evaluated {len(truth)} images but {len(files)} files were listed")
+    temperature = loaded.temperature
+    if fit_temperature and len(truth):
+        temperature = round(fit(raw, truth), 6)
+        write_run_info(run_dir, info.classes, info.input_size, temperature=temperature)
+    probs = apply_temperature(raw, temperature)
+    pred = probs.argmax(axis=1)
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (truth, pred), 1)
+    misclassified = [
+        {
+            "file": files[i],
+            "true": classes[truth[i]],
+            "predicted": classes[pred[i]],
+            "probability": round(float(probs[i, pred[i]]), 6),
+            "true_probability": round(float(probs[i, truth[i]]), 6),
+        }
+        for i in np.flatnonzero(pred != truth)
+    ]
     # Named after the pass: TF Lite may have failed during it and handed over to TensorFlow.
     engine = loaded.engine_name if same else "tensorflow"
     # The most confident mistakes first: the ones worth looking at.
@@ -75,6 +86,7 @@ def evaluate_dataset(
         data_dir=str(data_dir),
         tta=tta,
         engine=engine,
+        calibration=calibration_report(raw, truth, temperature) if len(truth) else None,
         skipped_files=[{"file": f, "reason": r} for f, r in (skipped or [])],
     )
     import json
@@ -131,11 +143,13 @@ def evaluate_folder(
     split: str | None = None,
     tta: str | None = "run",
     batch_size: int = 256,
+    fit_temperature: bool = False,
     log=print,
 ) -> dict[str, Any]:
     """Evaluate on ``data_dir/<class>/*`` (only the run's classes are read).
 
     ``tta="run"`` uses what run.json declares; None or "hflip" override it.
+    ``fit_temperature``: (re)fit the run's temperature on this folder first.
     """
     from training.data import load_eval_data
 
@@ -154,10 +168,14 @@ def evaluate_folder(
         split=split or data_dir.resolve().name,
         tta=tta,
         skipped=scan.bad,
+        fit_temperature=fit_temperature,
     )
+    cal = result.get("calibration") or {}
     log(
         f"{info.name} on {data_dir} ({result['image_count']} images): accuracy "
         f"{result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}"
         + (f", tta {tta}" if tta else "")
+        + (f", ECE {cal['ece_after']:.4f}" if cal else "")
+        + (f" (temperature {cal['temperature']:.3f})" if cal.get("temperature") else "")
     )
     return result

@@ -182,3 +182,16 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
 def partial_checkpoint(path: Path) -> Path:
     # Keras insists on a ".keras" suffix.
     return path.with_name(path.stem + ".partial.keras")
+
+
+class ResumableSwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """``SwapEMAWeights(swap_on_epoch=True)`` that knows a resumed run's weights came from
+    a backup written with the average swapped in, so that it swaps them back before
+    training (Keras' own assumes every fit starts with the raw weights in the model)."""
+
+    def __init__(self, restored: bool) -> None:
+        super().__init__(swap_on_epoch=True)
+        self._restored = restored
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._ema_weights_in_model = self._restored

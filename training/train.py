@@ -54,6 +54,14 @@ class TrainConfig:
     #: None: the architecture's own starting rate.
     learning_rate: float | None = None
     mixed_precision: str = "auto"
+    #: "default" (the architecture's) or "sgd" (see ``training.architectures.OPTIMIZERS``).
+    optimizer: str = "default"
+    #: None: the optimiser's own (the SGD recipe's 1e-4).
+    weight_decay: float | None = None
+    #: Keep an exponential moving average of the weights; validate and keep it.
+    ema: bool = False
+    #: ReduceLROnPlateau's factor.
+    lr_factor: float = 0.5
     limit_per_class: int | None = None
     overwrite: bool = False
     verbose: int = 1
@@ -202,6 +210,9 @@ def _run_training(cfg: TrainConfig, log) -> Path:
         "seed": cfg.seed,
         "init_from": cfg.init_from,
         "learning_rate": cfg.learning_rate,
+        "optimizer": cfg.optimizer,
+        "weight_decay": cfg.weight_decay,
+        "ema": cfg.ema,
         "class_weight_mode": cfg.class_weights,
         "class_boost": cfg.class_boost or None,
         "data": cfg.data,
@@ -228,7 +239,7 @@ def _run_training(cfg: TrainConfig, log) -> Path:
     import keras
     import tensorflow as tf
 
-    from training.architectures import build_model, compile_model
+    from training.architectures import build_model, compile_model, make_optimizer
     from training.data import class_weights, load_training_data
     from training.device import setup_device
 
@@ -276,6 +287,9 @@ def _run_training(cfg: TrainConfig, log) -> Path:
                 build_model(cfg.arch, size, len(data.classes), augment=augment, seed=cfg.seed),
                 cfg.arch,
                 recall_of=data.classes if recall else None,
+                optimizer=make_optimizer(
+                    cfg.arch, cfg.optimizer, ema=cfg.ema, weight_decay=cfg.weight_decay
+                ),
             )
             if cfg.learning_rate is not None:
                 model.optimizer.learning_rate = cfg.learning_rate
@@ -328,12 +342,14 @@ def _run_training(cfg: TrainConfig, log) -> Path:
         best_threshold = None  # The checkpoint was cut by the kill: let the next epoch rewrite it.
 
     reduce_lr = keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss", factor=0.5, patience=cfg.lr_patience, min_lr=1e-6, verbose=1
+        monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=1e-6, verbose=1
     )
     early_stop = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=cfg.patience, verbose=1
     )
     callbacks = [
+        # First: validation, the checkpoint and the backup all see the averaged weights.
+        *([resume.ResumableSwapEMAWeights(restored=initial_epoch is not None)] if cfg.ema else []),
         resume.ReplayMonitors(rows, [reduce_lr, early_stop]),
         # Before CSVLogger, so that the learning_rate it adds to the logs is in history.csv.
         reduce_lr,
@@ -446,9 +462,19 @@ def _finish(out: Path, cfg: TrainConfig, data: Any, size: tuple[int, int], model
         data_dir=data.val_dir,
         split="val" if data.val_source == "folder" else "validation_split",
         tta=cfg.tta,
+        # Calibrated on the validation data, as Guo et al. do: it picked the epoch too.
+        fit_temperature=True,
     )
     write_run_info(out, data.classes, size, finished=_now(), val_accuracy=evaluation["accuracy"])
-    log(f"done: {out} (val accuracy {evaluation['accuracy']:.4f}, macro F1 {evaluation['macro_f1']:.4f})")
+    cal = evaluation.get("calibration") or {}
+    log(
+        f"done: {out} (val accuracy {evaluation['accuracy']:.4f}, macro F1 {evaluation['macro_f1']:.4f}"
+        + (
+            f"; temperature {cal['temperature']:.3f}, ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f})"
+            if cal.get("temperature")
+            else ")"
+        )
+    )
     return out
 
 
