@@ -274,6 +274,8 @@ def comparison_frame(listings: Iterable[RunListing]) -> pd.DataFrame:
             "eval split": "",
             "eval acc %": math.nan,
             "macro F1": math.nan,
+            "ECE": math.nan,
+            "temperature": math.nan,
         }
         if history.ok:
             frame = history.value
@@ -298,6 +300,10 @@ def comparison_frame(listings: Iterable[RunListing]) -> pd.DataFrame:
             row["eval split"] = ev.split
             row["eval acc %"] = _pct(ev.accuracy)
             row["macro F1"] = round(ev.macro_f1, 3) if not math.isnan(ev.macro_f1) else math.nan
+            calibration = calibration_of(ev)
+            if calibration is not None:
+                row["ECE"] = round(calibration.ece, 4)
+                row["temperature"] = _number(calibration.temperature)
             for cls in ev.classes:
                 if cls not in all_classes:
                     all_classes.append(cls)
@@ -306,23 +312,27 @@ def comparison_frame(listings: Iterable[RunListing]) -> pd.DataFrame:
         row["problems"] = "; ".join(problems)
         rows.append(row)
 
+    # What a user compares first leads; what the run is (architecture, sizes, the
+    # training curve's figures) follows and scrolls.
     columns = [
         "run",
         "problems",
+        "eval split",
+        "eval acc %",
+        "macro F1",
+        "ECE",
+        *[f"recall {c} %" for c in all_classes],
+        "best val acc %",
+        "best epoch",
+        "epochs",
         "architecture",
         "parameters",
         "input size",
         "classes",
-        "epochs",
-        "best epoch",
-        "best val acc %",
+        "temperature",
         "best val loss",
         "train acc %",
         "train loss",
-        "eval split",
-        "eval acc %",
-        "macro F1",
-        *[f"recall {c} %" for c in all_classes],
     ]
     # Plain float columns (not Int64): NaN travels to the browser as an empty cell,
     # whereas pandas.NA would be sent as the text "<NA>".
@@ -347,6 +357,78 @@ def per_class_frame(evaluation: Evaluation) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=["class", "precision", "recall", "F1", "support"])
+
+
+# --- calibration ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """One reliability table: per confidence bin, faces, mean confidence and accuracy."""
+
+    count: list[int]
+    confidence: list[float]  # nan where the bin is empty
+    accuracy: list[float]
+
+    @property
+    def bins(self) -> int:
+        return len(self.count)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """evaluation.json's "calibration", checked: the figures of the reliability panel."""
+
+    temperature: float | None
+    ece_before: float
+    ece_after: float
+    nll_before: float
+    nll_after: float
+    before: Reliability
+    after: Reliability
+
+    @property
+    def ece(self) -> float:
+        """The ECE of the probabilities the app shows (scaled when there is a temperature)."""
+        return self.ece_after if self.temperature is not None else self.ece_before
+
+
+def _reliability(table: Any, bins: int) -> Reliability | None:
+    if not isinstance(table, dict):
+        return None
+    columns = [table.get(k) for k in ("count", "confidence", "accuracy")]
+    if not all(isinstance(c, list) and len(c) == bins for c in columns):
+        return None
+    count = [_number(v) for v in columns[0]]
+    if any(math.isnan(n) or n < 0 or n != int(n) for n in count):
+        return None
+    return Reliability([int(n) for n in count], [_number(v) for v in columns[1]],
+                       [_number(v) for v in columns[2]])
+
+
+def calibration_of(evaluation: Evaluation) -> Calibration | None:
+    """The evaluation's calibration figures, or None when it stored none (older runs) or
+    they are malformed (the file is anyone's to edit: a bad table is not drawn)."""
+    stored = evaluation.meta.get("calibration")
+    if not isinstance(stored, dict):
+        return None
+    bins = stored.get("bins")
+    if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= 1000:
+        return None
+    before = _reliability(stored.get("reliability_before"), bins)
+    after = _reliability(stored.get("reliability_after"), bins)
+    if before is None or after is None:
+        return None
+    temperature = stored.get("temperature")
+    temperature = _number(temperature) if temperature is not None else None
+    if temperature is not None and not math.isfinite(temperature):
+        return None
+    return Calibration(
+        temperature,
+        *(_number(stored.get(k)) for k in ("ece_before", "ece_after", "nll_before", "nll_after")),
+        before,
+        after,
+    )
 
 
 # --- misclassified gallery ------------------------------------------------------------

@@ -202,6 +202,69 @@ def confusion_figure(
     return fig
 
 
+# --- Inspect: calibration -------------------------------------------------------------
+
+
+def reliability_figure(
+    count: Sequence[int],
+    accuracy: Sequence[float],
+    confidence: Sequence[float],
+    *,
+    before: tuple[Sequence[float], Sequence[float]] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Reliability diagram: accuracy per equal-width confidence bin against the diagonal
+    of perfect calibration, and below it how many faces fell in each bin.
+
+    ``count``, ``accuracy`` and ``confidence`` are per bin (nan for an empty bin), as
+    evaluation.json stores them; ``before`` is the (confidence, accuracy) per bin of the
+    unscaled probabilities, drawn as points for comparison. A bar under the diagonal
+    is an over-confident bin. Artists carry gids (``accuracy``, ``gap``, ``before``,
+    ``diagonal``, ``count``) so tests can count them.
+    """
+    bins = len(count)
+    if not (len(accuracy) == len(confidence) == bins):
+        raise ValueError("count, accuracy and confidence must have one value per bin")
+    width = 1.0 / bins
+    centres = (np.arange(bins) + 0.5) * width
+    filled = [i for i in range(bins) if count[i] > 0 and np.isfinite(accuracy[i])]
+    fig = Figure(figsize=(5.6, 5.4), layout="constrained")
+    ax, ax_count = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")[0].set_gid("diagonal")
+    bars = ax.bar(
+        [centres[i] for i in filled], [accuracy[i] for i in filled], width=width * 0.95,
+        color="#2c7fb8", edgecolor="white", label="accuracy",
+    )
+    for bar in bars:
+        bar.set_gid("accuracy")
+    # The gap of each bin: from its accuracy to its mean confidence.
+    for i in filled:
+        if np.isfinite(confidence[i]):
+            ax.plot([centres[i], centres[i]], [accuracy[i], confidence[i]], color="#d95f02",
+                    linewidth=2)[0].set_gid("gap")
+    if before is not None:
+        conf_b, acc_b = before
+        points = [(c, a) for c, a in zip(conf_b, acc_b) if np.isfinite(c) and np.isfinite(a)]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, "o", color="black", markersize=4, markerfacecolor="none",
+                    label="before scaling")[0].set_gid("before")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    count_bars = ax_count.bar(centres, list(count), width=width * 0.95, color="#a6bddb")
+    for bar in count_bars:
+        bar.set_gid("count")
+    ax_count.set_xlabel("confidence (top-1 probability)")
+    ax_count.set_ylabel("faces")
+    for a in (ax, ax_count):
+        a.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
 # --- Predict: class probabilities of one image (issue 2) --------------------------------
 
 import io as _io  # noqa: E402

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ferdash.calibration import apply_temperature, calibration_report
 from ferdash.rundir import FER2013_CLASSES, class_recall_metrics, write_evaluation, write_run_info
 
 #: Mouth curvature per class (positive = smile), so the generated faces differ visibly.
@@ -99,6 +100,22 @@ def confusion(classes: Sequence[str], per_class: int = 20, skill: float = 0.6, s
     return matrix
 
 
+def overconfident_probs(
+    n: int = 4000, classes: int = 7, sharpening: float = 2.0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities of a calibrated model, sharpened as by temperature ``1/sharpening``.
+
+    The true class of each face is sampled from the calibrated probabilities, so the
+    calibrated model is exactly right on average and the sharpened one over-confident:
+    temperature scaling should find T close to ``sharpening``.
+    """
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, (n, classes))
+    calibrated = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(classes, p=p) for p in calibrated])
+    return apply_temperature(calibrated, 1.0 / sharpening), labels
+
+
 def make_run(
     root: Path,
     name: str,
@@ -119,11 +136,14 @@ def make_run(
     write_faces: bool = True,
     model_placeholder: bool = False,
     extra_meta: dict[str, Any] | None = None,
+    temperature: float | None = None,
 ) -> Path:
     """A run folder under ``root``; misclassified faces are drawn into ``data_dir`` when given.
 
     ``data_dir`` is recorded in evaluation.json; faces go to ``data_dir/<true>/<name>_NNN.png``
     (only when ``write_faces``, so a test can point at images that are not there).
+    ``temperature`` calibrates the run: run.json declares it and evaluation.json holds
+    the calibration figures of over-confident probabilities scaled by it.
     """
     run_dir = root / name
     meta: dict[str, Any] = {
@@ -136,6 +156,8 @@ def make_run(
     }
     if best_epoch is not None:
         meta["best_epoch"] = best_epoch
+    if temperature is not None:
+        meta["temperature"] = temperature
     write_run_info(run_dir, list(classes), input_size, **meta)
     if history:
         recall_of = list(classes) if class_recall else []
@@ -158,6 +180,10 @@ def make_run(
                         path.parent.mkdir(parents=True, exist_ok=True)
                         face_image(true, seed=seed * 1000 + k).save(path)
                     k += 1
+        calibration = {}
+        if temperature is not None:
+            raw, labels = overconfident_probs(500, len(classes), temperature, seed)
+            calibration["calibration"] = calibration_report(raw, labels, temperature)
         write_evaluation(
             run_dir,
             split="val",
@@ -165,6 +191,7 @@ def make_run(
             confusion_matrix=matrix,
             misclassified=misclassified,
             data_dir=data_dir,
+            **calibration,
         )
     if model_placeholder:
         (run_dir / "model.keras").write_bytes(b"placeholder, not a Keras file")

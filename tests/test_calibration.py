@@ -22,24 +22,12 @@ from ferdash.calibration import (
 )
 from ferdash.rundir import RUN_FILE, RunDirError, read_evaluation, read_run_info
 from tiny_runs import make_tiny_run
+from synthetic_runs import overconfident_probs
 from trainingdata import CLASSES, make_dataset
 
 
-def _overconfident(n: int = 4000, classes: int = 7, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities drawn from a calibrated model, then sharpened as by T = 0.5.
-
-    The true class of each face is sampled from its calibrated probabilities, so the
-    calibrated model is exactly right on average and the sharpened one over-confident.
-    """
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(0, 1.5, (n, classes))
-    calibrated = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    labels = np.array([rng.choice(classes, p=p) for p in calibrated])
-    return apply_temperature(calibrated, 0.5), labels
-
-
 def test_fitting_recovers_the_temperature_that_sharpened_the_probabilities() -> None:
-    probs, labels = _overconfident()
+    probs, labels = overconfident_probs()
     temperature = fit_temperature(probs, labels)
     assert temperature == pytest.approx(2.0, rel=0.1)
     scaled = apply_temperature(probs, temperature)
@@ -52,7 +40,7 @@ def test_fitting_recovers_the_temperature_that_sharpened_the_probabilities() -> 
 
 
 def test_a_temperature_of_one_or_none_changes_nothing() -> None:
-    probs, _ = _overconfident(50)
+    probs, _ = overconfident_probs(50)
     assert apply_temperature(probs, None) is not None
     np.testing.assert_array_equal(apply_temperature(probs, None), probs.astype(np.float32))
     np.testing.assert_allclose(apply_temperature(probs, 1.0), probs, atol=1e-7)
@@ -84,7 +72,7 @@ def test_reliability_bins_add_up_to_the_faces_and_the_ece() -> None:
 
 
 def test_the_report_records_both_sides_of_the_scaling() -> None:
-    probs, labels = _overconfident(1000)
+    probs, labels = overconfident_probs(1000)
     report = calibration_report(probs, labels, 2.0)
     assert report["temperature"] == 2.0 and report["bins"] == ECE_BINS
     assert report["ece_after"] < report["ece_before"]

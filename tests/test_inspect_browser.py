@@ -226,3 +226,19 @@ def test_empty_models_says_how_to_train(page: Page, empty_app: ShinyAppProc) -> 
     controller.OutputUi(page, "inspect-history-message").expect.to_contain_text(hint)
     controller.NavsetCardUnderline(page, "inspect-tabs").set("runs")
     controller.OutputUi(page, "inspect-runs-message").expect.to_contain_text(hint)
+
+
+def test_calibration_shows_the_reliability_diagram_or_how_to_calibrate(page: Page, app: ShinyAppProc) -> None:
+    _open_inspect(page, app, "calibration")
+    calibration = _evaluation("a-fernet")["calibration"]
+    figures = controller.OutputUi(page, "inspect-calibration-figures")
+    figures.expect.to_contain_text("1.800")
+    figures.expect.to_contain_text(f"{calibration['ece_before']:.3f} → {calibration['ece_after']:.3f}")
+    plot = controller.OutputPlot(page, "inspect-calibration-diagram")
+    plot.expect_img_src(re.compile(r"^data:image/png"))
+    # A run evaluated without calibration: no diagram, the command that adds one.
+    controller.InputSelect(page, "inspect-selector-run").set(_run("b-tiny"))
+    message = controller.OutputUi(page, "inspect-calibration-message")
+    message.expect.to_contain_text("no calibration figures")
+    message.expect.to_contain_text("--fit-temperature")
+    expect(plot.loc_img).to_have_count(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -184,3 +185,42 @@ def test_selector_choices_name_the_folder_only_where_two_runs_share_a_name() -> 
         "/b/runs/fer7": "fer7 (fernet, 3 classes) — /b/runs",
         "/a/models/happy_sad": "happy_sad (fernet, 2 classes)",
     }
+
+
+def test_calibration_is_read_from_the_evaluation_and_shown_in_the_runs_table(tmp_path: Path) -> None:
+    calibrated = make_run(tmp_path, "a-calibrated", temperature=2.0)
+    make_run(tmp_path, "b-plain")
+    figures = idata.calibration_of(read_evaluation(calibrated))
+    assert figures is not None and figures.temperature == 2.0
+    assert figures.before.bins == figures.after.bins == 15
+    assert sum(figures.after.count) == 500
+    assert figures.ece == figures.ece_after < figures.ece_before
+    assert idata.calibration_of(read_evaluation(tmp_path / "b-plain")) is None
+
+    frame = idata.comparison_frame(discover_runs(tmp_path))
+    # What a user compares leads the table.
+    assert list(frame.columns[:6]) == ["run", "problems", "eval split", "eval acc %", "macro F1", "ECE"]
+    assert frame.iloc[0]["ECE"] == round(figures.ece_after, 4)
+    assert frame.iloc[0]["temperature"] == 2.0
+    assert math.isnan(frame.iloc[1]["ECE"]) and math.isnan(frame.iloc[1]["temperature"])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda c: c.update(bins="15"),
+        lambda c: c.update(bins=0),
+        lambda c: c["reliability_after"].update(count=[1, 2]),
+        lambda c: c["reliability_after"].update(count=[-1] * 15),
+        lambda c: c["reliability_before"].update(accuracy="high"),
+        lambda c: c.update(temperature=float("inf")),
+        lambda c: c.pop("reliability_before"),
+    ],
+)
+def test_malformed_calibration_figures_are_not_drawn(tmp_path: Path, damage) -> None:
+    run = make_run(tmp_path, "r", temperature=2.0)
+    path = run / "evaluation.json"
+    data = json.loads(path.read_text())
+    damage(data["calibration"])
+    path.write_text(json.dumps(data))
+    assert idata.calibration_of(read_evaluation(run)) is None

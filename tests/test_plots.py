@@ -145,3 +145,22 @@ def test_class_recall_wraps_runs_three_to_a_row() -> None:
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 4 and len(fig.axes) == 6  # a 2x3 grid, two panels hidden
     assert all(len(_lines(ax, "recall")) == 2 for ax in visible)
+
+
+def test_reliability_diagram_draws_each_filled_bin_its_gap_and_the_counts() -> None:
+    count = [0] * 10 + [3, 0, 5, 8, 20]
+    accuracy = [float("nan")] * 10 + [0.3, float("nan"), 0.6, 0.7, 0.9]
+    confidence = [float("nan")] * 10 + [0.7, float("nan"), 0.83, 0.9, 0.97]
+    fig = plots.reliability_figure(count, accuracy, confidence, before=(confidence, accuracy),
+                                   title="r: ECE 0.1")
+    ax, ax_count = fig.axes
+    bars = [p for p in ax.patches if p.get_gid() == "accuracy"]
+    assert [round(b.get_height(), 2) for b in bars] == [0.3, 0.6, 0.7, 0.9]
+    assert len(_lines(ax, "gap")) == 4 and len(_lines(ax, "diagonal")) == 1
+    assert len(_lines(ax, "before")[0].get_xdata()) == 4
+    assert [int(p.get_height()) for p in ax_count.patches if p.get_gid() == "count"] == count
+    assert ax.get_title() == "r: ECE 0.1"
+    # Without the unscaled points (a run with no temperature), nothing but the bins.
+    assert not _lines(plots.reliability_figure(count, accuracy, confidence).axes[0], "before")
+    with pytest.raises(ValueError, match="one value per bin"):
+        plots.reliability_figure(count, accuracy[:3], confidence)

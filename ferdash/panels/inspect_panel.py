@@ -1,4 +1,4 @@
-"""The Inspect page: the shared run selector beside four panels (one module each)."""
+"""The Inspect page: the shared run selector beside five panels (one module each)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Callable
 from shiny import module, reactive, ui
 
 from ..rundir import RunListing
-from . import confusion_panel, gallery_panel, history_panel, run_selector, runs_panel
+from . import calibration_panel, confusion_panel, gallery_panel, history_panel, run_selector, runs_panel
 from .run_selector import RunSelection
 
 
@@ -24,6 +24,9 @@ def panel_ui() -> ui.TagChild:
             ),
             ui.nav_panel(
                 "Confusion matrix", ui.div(confusion_panel.panel_ui("confusion")), value="confusion"
+            ),
+            ui.nav_panel(
+                "Calibration", ui.div(calibration_panel.panel_ui("calibration")), value="calibration"
             ),
             ui.nav_panel("Runs comparison", ui.div(runs_panel.panel_ui("runs")), value="runs"),
             ui.nav_panel(
@@ -49,6 +52,7 @@ def panel_server(
     )
     history_panel.panel_server("history", selection=selection)
     cell = confusion_panel.panel_server("confusion", selection=selection)
+    calibration_panel.panel_server("calibration", selection=selection)
     runs_panel.panel_server("runs", selection=selection)
     gallery_panel.panel_server("gallery", selection=selection, cell_request=cell)
 

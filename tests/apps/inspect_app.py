@@ -3,7 +3,8 @@
 At import it writes, into a fresh temporary folder:
 
 - ``models/a-fernet``: seven classes, best_epoch in run.json, learning rate and each
-  class's recall logged, its misclassified faces drawn into ``data/``;
+  class's recall logged, calibrated (temperature 1.8), its misclassified faces drawn
+  into ``data/``;
 - ``models/b-tiny``: happy vs sad, learning rate logged as ``lr``, evaluated on a data
   folder that is not on this machine;
 - ``models/c-broken``: run.json that is not JSON (history.csv fine);
@@ -42,7 +43,7 @@ DATA = ROOT / "data"
 EXTRA = ROOT / "extra"
 
 make_run(MODELS, "a-fernet", seed=1, epochs=10, best_epoch=6, parameters=2_345_678,
-         data_dir=DATA, per_class=20, class_recall=True)
+         data_dir=DATA, per_class=20, class_recall=True, temperature=1.8)
 make_run(MODELS, "b-tiny", classes=("happy", "sad"), seed=2, epochs=5, architecture="tiny",
          parameters=12_345, input_size=(64, 64), data_dir=ROOT / "not-on-this-machine",
          write_faces=False, per_class=30)

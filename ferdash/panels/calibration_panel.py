@@ -1,0 +1,113 @@
+"""Calibration of a run's evaluation: its reliability diagram and the temperature behind it."""
+
+from __future__ import annotations
+
+import math
+
+from shiny import module, reactive, render, req, ui
+
+from .. import plots
+from ..inspect_data import Calibration, Loaded, calibration_of, load_evaluation
+from ..rundir import Evaluation
+from .run_selector import RunSelection
+
+#: How a run without stored calibration gets it (the same command training runs).
+CALIBRATE_COMMAND = "python -m training evaluate --run RUN --data DIR --fit-temperature"
+
+
+@module.ui
+def panel_ui() -> ui.TagChild:
+    return ui.TagList(
+        ui.output_ui("message"),
+        ui.layout_columns(
+            ui.output_plot("diagram", height="480px"),
+            ui.div(
+                ui.output_ui("summary"),
+                ui.p(
+                    "Faces are grouped by how sure the model was of its answer (15 equal "
+                    "bins of the top probability). A calibrated model is right as often "
+                    "as it claims: its bars reach the dotted diagonal. Orange: each bin's "
+                    "gap between claimed confidence and accuracy; circles: the same bins "
+                    "before the run's temperature was applied. ECE is the gaps' average, "
+                    "weighted by the faces in each bin.",
+                    class_="text-muted small",
+                ),
+            ),
+            col_widths=(7, 5),
+        ),
+    )
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+@module.server
+def panel_server(input, output, session, selection: RunSelection) -> None:
+    @reactive.calc
+    def evaluation() -> Loaded[Evaluation] | None:
+        listing = selection.run()
+        return None if listing is None else load_evaluation(listing.path)
+
+    @reactive.calc
+    def calibration() -> Calibration | None:
+        loaded = evaluation()
+        if loaded is None or not loaded.ok or loaded.value is None:
+            return None
+        return calibration_of(loaded.value)
+
+    @render.ui
+    def message() -> ui.TagChild:
+        listing = selection.run()
+        if listing is None:
+            return ui.div(selection.missing_message(), class_="alert alert-info")
+        loaded = evaluation()
+        if loaded is not None and not loaded.ok:
+            return ui.div(
+                ui.strong(f"No evaluation for {listing.name}: "), loaded.error,
+                class_="alert alert-warning",
+            )
+        if calibration() is None:
+            return ui.div(
+                f"{listing.name}'s evaluation.json holds no calibration figures (a run "
+                "evaluated before calibration was recorded, or edited by hand). Its "
+                "probabilities are shown as the network gives them. To calibrate it: ",
+                ui.code(CALIBRATE_COMMAND.replace("RUN", str(listing.path))),
+                class_="alert alert-info",
+            )
+        return None
+
+    @render.plot(alt="Reliability diagram")
+    def diagram():
+        figures = calibration()
+        req(figures is not None)
+        assert figures is not None
+        listing = selection.run()
+        scaled = figures.temperature is not None
+        shown = figures.after if scaled else figures.before
+        title = f"{listing.name if listing else ''}: ECE {_fmt(figures.ece)}"
+        if scaled:
+            title += f" at temperature {figures.temperature:.3g}"
+        return plots.reliability_figure(
+            shown.count, shown.accuracy, shown.confidence,
+            before=(figures.before.confidence, figures.before.accuracy) if scaled else None,
+            title=title,
+        )
+
+    @render.ui
+    def summary() -> ui.TagChild:
+        figures = calibration()
+        req(figures is not None)
+        assert figures is not None
+        rows = [
+            ("temperature", "none (unscaled)" if figures.temperature is None
+             else f"{figures.temperature:.3f}"),
+            ("ECE before → after", f"{_fmt(figures.ece_before)} → {_fmt(figures.ece_after)}"),
+            ("NLL before → after", f"{_fmt(figures.nll_before)} → {_fmt(figures.nll_after)}"),
+            ("faces", f"{sum(figures.after.count)}"),
+        ]
+        return ui.tags.table(
+            ui.tags.tbody(*[ui.tags.tr(ui.tags.th(k), ui.tags.td(v)) for k, v in rows]),
+            class_="table table-sm",
+            id=session.ns("figures"),
+        )
