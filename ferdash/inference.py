@@ -8,7 +8,6 @@ is called once for all faces of an upload (one batch), not once per image.
 from __future__ import annotations
 
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -29,6 +28,9 @@ PREVIEW_KEEP_MAX_SIDE = 720
 #: Files beyond this in one upload are not processed (each gets a message), so one
 #: upload cannot hold the session for minutes.
 MAX_FILES_PER_UPLOAD = 100
+
+#: What a file input entry that names no file of this session's uploads gets.
+NOT_RECEIVED = "The upload did not reach the server."
 
 
 @dataclass(frozen=True)
@@ -99,29 +101,32 @@ def prepare_image(data: bytes, input_size: tuple[int, int]) -> Prepared:
     )
 
 
-def read_shiny_upload(upload: Mapping[str, Any], max_bytes: int = MAX_UPLOAD_BYTES) -> bytes:
+def read_shiny_upload(
+    upload: Mapping[str, Any], upload_root: Path | None, max_bytes: int = MAX_UPLOAD_BYTES
+) -> bytes:
     """The bytes of one entry of a Shiny file input (``name``, ``size``, ``datapath``).
 
-    Only ``datapath`` (chosen by the server) is opened; the size is checked first so an
-    oversized file is refused without being read.
+    ``upload_root`` is the folder where Shiny stored *this session's* uploads. A browser
+    can set any input over the websocket, this one's datapath included: only a regular
+    file inside that folder is opened, never another session's upload, any other server
+    path, or a device that blocks a worker thread for good. Everything else, and any
+    entry when there is no such folder, "did not reach the server". The size is checked
+    first so an oversized file is refused without being read.
     """
     size = upload.get("size")
     if isinstance(size, (int, float)) and size > max_bytes:
         raise UploadError(f"The file is larger than the {max_bytes // (1024 * 1024)} MB limit.")
     datapath = upload.get("datapath")
-    if not datapath:
-        raise UploadError("The upload did not reach the server.")
-    # A browser can set any input over the websocket, this one's datapath included: open
-    # only a regular file in the temporary folder where Shiny stores uploads, never an
-    # arbitrary server path (or a device that blocks a worker thread for good).
-    path = Path(str(datapath)).resolve()
-    upload_root = Path(tempfile.gettempdir()).resolve()
+    if not datapath or not isinstance(datapath, str) or upload_root is None:
+        raise UploadError(NOT_RECEIVED)
     try:
-        regular = stat.S_ISREG(path.stat().st_mode)
-    except OSError:
+        path = Path(datapath).resolve()
+        inside = path.is_relative_to(Path(upload_root).resolve())
+        regular = inside and stat.S_ISREG(path.stat().st_mode)
+    except (OSError, ValueError, RuntimeError):  # NUL bytes, names too long, loops
         regular = False
-    if not regular or not path.is_relative_to(upload_root):
-        raise UploadError("The upload did not reach the server.")
+    if not regular:
+        raise UploadError(NOT_RECEIVED)
     return imaging.read_upload(path, max_bytes)
 
 
@@ -132,12 +137,14 @@ def analyse(
     files: Sequence[tuple[str, bytes | Mapping[str, Any]]],
     loaded: LoadedRun | None,
     cache: PrepareCache | None = None,
+    upload_root: Path | None = None,
 ) -> list[ImageResult]:
     """Results for ``(name, bytes-or-Shiny-upload)`` pairs, in order; never raises for bad files.
 
     ``cache`` (a dict the caller keeps per upload) remembers the decoded, cropped images
     of Shiny uploads by server path and input size, so choosing another model re-runs
-    only the model.
+    only the model. ``upload_root`` is the session's upload folder (see
+    :func:`read_shiny_upload`); without it a Shiny upload entry is refused.
     """
     input_size = loaded.input_size if loaded else DEFAULT_INPUT_SIZE
     prepared: list[Prepared | None] = []
@@ -156,7 +163,7 @@ def analyse(
                 errors.append(error)
                 continue
         try:
-            data = source if isinstance(source, bytes) else read_shiny_upload(source)
+            data = source if isinstance(source, bytes) else read_shiny_upload(source, upload_root)
             one, error = prepare_image(data, input_size), None
         except UploadError as exc:
             one, error = None, str(exc)

@@ -125,7 +125,7 @@ def test_a_whole_upload_of_the_corpus_reads_only_the_server_paths(
     OpenedFiles.events.clear()
     OpenedFiles.recording = True
     try:
-        results = inference.analyse([(f["name"], f) for f in files], fer7, cache={})
+        results = inference.analyse([(f["name"], f) for f in files], fer7, cache={}, upload_root=upload_dir)
     finally:
         OpenedFiles.recording = False
 

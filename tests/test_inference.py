@@ -93,10 +93,10 @@ def test_without_a_model_images_are_still_read(astronaut_png: bytes) -> None:
 
 def test_shiny_upload_size_is_checked_before_reading(tmp_path: Path) -> None:
     with pytest.raises(UploadError, match="larger than"):
-        inference.read_shiny_upload({"name": "x.png", "size": 10**9, "datapath": str(tmp_path / "nope")})
+        inference.read_shiny_upload({"name": "x.png", "size": 10**9, "datapath": str(tmp_path / "nope")}, tmp_path)
     path = tmp_path / "0.png"
     path.write_bytes(b"abc")
-    assert inference.read_shiny_upload({"name": "../../etc/passwd", "size": 3, "datapath": str(path)}) == b"abc"
+    assert inference.read_shiny_upload({"name": "../../etc/passwd", "size": 3, "datapath": str(path)}, tmp_path) == b"abc"
 
 
 def test_the_r_sentence_word_for_word() -> None:
@@ -191,23 +191,50 @@ def test_prepare_cache_skips_decoding_for_another_model(
     path.write_bytes(astronaut_png)
     upload = {"name": "a.png", "size": len(astronaut_png), "datapath": str(path)}
     cache: inference.PrepareCache = {}
-    first = inference.analyse([("a.png", upload)], loaded_runs["fer7"], cache)
+    first = inference.analyse([("a.png", upload)], loaded_runs["fer7"], cache, tmp_path)
     calls = []
     monkeypatch.setattr(inference, "prepare_image", lambda *a: calls.append(a))
-    second = inference.analyse([("a.png", upload)], loaded_runs["happy_sad"], cache)
+    second = inference.analyse([("a.png", upload)], loaded_runs["happy_sad"], cache, tmp_path)
     assert calls == []  # same upload, same input size: decoded once
     assert second[0].prepared is first[0].prepared
     assert second[0].probs.shape == (2,)
 
 
 @pytest.mark.parametrize("datapath", ["/etc/passwd", "/dev/zero", "/proc/self/environ", "/"])
-def test_upload_datapath_outside_the_upload_folder_is_refused(datapath: str) -> None:
-    # A browser can forge the file input's value; only Shiny's own temporary files open.
+def test_upload_datapath_outside_the_upload_folder_is_refused(datapath: str, tmp_path: Path) -> None:
+    # A browser can forge the file input's value; only the session's own uploads open.
     with pytest.raises(UploadError, match="did not reach the server"):
-        inference.read_shiny_upload({"name": "x.png", "size": 10, "datapath": datapath})
+        inference.read_shiny_upload({"name": "x.png", "size": 10, "datapath": datapath}, tmp_path)
 
 
-def test_upload_datapath_in_the_temporary_folder_is_read(tmp_path) -> None:
-    path = tmp_path / "0"
-    path.write_bytes(b"abc")
-    assert inference.read_shiny_upload({"name": "x.png", "size": 3, "datapath": str(path)}) == b"abc"
+def test_another_sessions_upload_is_refused(tmp_path: Path) -> None:
+    # Shiny keeps each session's uploads in its own folder under the temporary folder:
+    # /tmp/fileupload-AAAA/tmpXXXX/0.jpg is not readable by the session of fileupload-BBBB.
+    mine, theirs = tmp_path / "fileupload-mine", tmp_path / "fileupload-theirs"
+    (theirs / "tmp1").mkdir(parents=True)
+    mine.mkdir()
+    photo = theirs / "tmp1" / "0.jpg"
+    photo.write_bytes(b"their photo")
+    forged = [
+        str(photo),
+        str(mine / ".." / "fileupload-theirs" / "tmp1" / "0.jpg"),  # climbing out
+        str(mine / ("x" * 300)),  # a name too long for the file system
+        str(mine) + "/\x00.jpg",
+        ["not", "a", "path"],
+    ]
+    for datapath in forged:
+        with pytest.raises(UploadError, match="did not reach the server"):
+            inference.read_shiny_upload({"name": "x.jpg", "size": 11, "datapath": datapath}, mine)
+    (mine / "link.jpg").symlink_to(photo)  # a link planted inside points outside
+    with pytest.raises(UploadError, match="did not reach the server"):
+        inference.read_shiny_upload({"name": "x.jpg", "size": 11, "datapath": str(mine / "link.jpg")}, mine)
+    # Without the session's folder nothing is opened at all.
+    with pytest.raises(UploadError, match="did not reach the server"):
+        inference.read_shiny_upload({"name": "x.jpg", "size": 11, "datapath": str(photo)}, None)
+    assert inference.analyse([("x.jpg", {"name": "x.jpg", "datapath": str(photo)})], None)[0].error == (
+        inference.NOT_RECEIVED
+    )
+    # Its own upload is read.
+    (mine / "tmp2").mkdir()
+    (mine / "tmp2" / "0.jpg").write_bytes(b"my photo")
+    assert inference.read_shiny_upload({"name": "x.jpg", "size": 8, "datapath": str(mine / "tmp2" / "0.jpg")}, mine) == b"my photo"

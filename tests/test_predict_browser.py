@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,50 @@ def test_several_files_one_corrupt_then_another_upload(page: Page, app: ShinyApp
     expect(page.locator("#predict-result_0 .top-class")).to_be_visible()
     expect(page.locator(".predict-result")).to_have_count(1)
     expect(page.locator("#predict-table_panel")).to_have_count(0)
+
+
+def _forge_upload(page: Page, entries: list[dict]) -> None:
+    # What a hostile user can do from the browser's console: set the file input's value.
+    page.evaluate("(entries) => Shiny.setInputValue('predict-upload', entries)", entries)
+
+
+def test_no_user_can_open_another_users_upload(page: Page, browser, app: ShinyAppProc) -> None:
+    page.goto(app.url)
+    controller.InputSelect(page, "predict-run").expect_selected(re.compile(".*fer7$"), timeout=RESULT_TIMEOUT)
+    # A photo nobody else uploads, so its copy on the server can be told from others'.
+    private = encode(Image.fromarray(np.random.default_rng(7).integers(0, 255, (64, 64), dtype=np.uint8)), "PNG")
+    controller.InputFile(page, "predict-upload").set(payload("mine.png", private))
+    expect(page.locator("#predict-result_0 .top-class")).to_be_visible(timeout=RESULT_TIMEOUT)
+    stored = [
+        p for p in Path(tempfile.gettempdir()).glob("fileupload-*/*/0.png")
+        if p.read_bytes() == private
+    ]
+    assert len(stored) == 1  # Shiny stored it where the attacker would guess
+
+    other = browser.new_context().new_page()
+    try:
+        other.goto(app.url)
+        controller.InputSelect(other, "predict-run").expect_selected(re.compile(".*fer7$"), timeout=RESULT_TIMEOUT)
+        _forge_upload(other, [{"name": "theirs.png", "size": len(private), "type": "image/png",
+                               "datapath": str(stored[0])}])
+        card = other.locator("#predict-result_0")
+        expect(card.locator(".upload-error")).to_have_text("The upload did not reach the server.",
+                                                            timeout=RESULT_TIMEOUT)
+        expect(card.locator("img")).to_have_count(0)  # neither the photo nor its prediction
+        expect(card.locator(".top-class")).to_have_count(0)
+
+        # A forged list of 5,000 entries: 100 cards at most and one notice, at once.
+        _forge_upload(other, [{"name": f"{i}.png", "size": 1, "datapath": "/etc/passwd"} for i in range(5000)])
+        expect(other.locator("#predict-upload_notice")).to_contain_text("the other 4900 were not")
+        expect(other.locator(".predict-result")).to_have_count(100, timeout=RESULT_TIMEOUT)
+        # The page still answers a real upload.
+        controller.InputFile(other, "predict-upload").set(payload("face48.png", FACE48_PNG))
+        expect(other.locator("#predict-result_0 .top-class")).to_be_visible(timeout=RESULT_TIMEOUT)
+        expect(other.locator("#predict-upload_notice")).to_have_count(0)
+    finally:
+        other.context.close()
+    # The owner's results are untouched.
+    expect(page.locator("#predict-result_0 .card-header")).to_have_text("mine.png")
 
 
 def test_empty_models_folder_says_no_model(page: Page, empty_app: ShinyAppProc) -> None:

@@ -12,6 +12,7 @@ import io
 import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import cv2
@@ -28,6 +29,7 @@ from ..model_store import LoadedRun, get_loaded_run
 from ..predictor import ModelLoadError
 from ..rundir import FER2013_CLASSES, RunInfo, RunListing
 from ..webcam import WebcamError, decode_snapshot, snapshot_button
+from .uploads import UploadList, checked_upload_list, session_upload_dir
 
 MODE_FER7 = "fer7"
 MODE_HAPPY_SAD = "happy_sad"
@@ -178,7 +180,12 @@ def panel_server(
     async def analysis_task(
         files: list[dict], info: RunInfo | None, cache: PrepareCache, with_saliency: bool = False
     ) -> _Analysis:
-        return await asyncio.to_thread(_analyse_upload, files, info, cache, with_saliency)
+        return await asyncio.to_thread(
+            _analyse_upload, files, info, cache, with_saliency, upload_dir
+        )
+
+    # Only files Shiny stored for this session are ever opened (see uploads.py).
+    upload_dir = session_upload_dir(session)
 
     # A webcam snapshot replaces the last upload's results, and an upload the last
     # snapshot's: whichever came last is analysed, by the same task.
@@ -202,9 +209,19 @@ def panel_server(
         camera_error.set(None)
         snapshot.set([{"name": name, "data": data}])
 
+    @reactive.calc
+    def upload_list() -> UploadList | None:
+        # A calc: the same checked list object until the input changes, which the
+        # "is this the upload already analysed" checks below rely on.
+        value = input.upload()
+        return None if value is None else checked_upload_list(value)
+
     def current_files() -> list[dict] | None:
         shot = snapshot()
-        return shot if shot is not None else input.upload()
+        if shot is not None:
+            return shot
+        checked = upload_list()
+        return checked.files if checked is not None else None
 
     # Decoded and cropped images of the current upload: switching model or mode re-runs
     # only the model. A new dict per upload, so it holds one upload at most; tasks of one
@@ -311,6 +328,12 @@ def panel_server(
                     id=session.ns("camera_error"),
                     role="alert",
                 )
+            )
+        checked = upload_list() if snapshot() is None else None
+        notice = checked.notice() if checked is not None else None
+        if notice:
+            items.append(
+                ui.div(notice, class_="alert alert-warning", id=session.ns("upload_notice"), role="alert")
             )
         if current_files():
             done = analysis()
@@ -433,7 +456,11 @@ class _Analysis:
 
 
 def _analyse_upload(
-    files: list[dict], info: RunInfo | None, cache: PrepareCache, with_saliency: bool = False
+    files: list[dict],
+    info: RunInfo | None,
+    cache: PrepareCache,
+    with_saliency: bool = False,
+    upload_dir: Path | None = None,
 ) -> _Analysis:
     # Runs in a worker thread: the model store's locks make loading safe, and the traced
     # predictor may be called from several threads.
@@ -451,7 +478,7 @@ def _analyse_upload(
         (str(f.get("name", "")), f["data"] if isinstance(f.get("data"), bytes) else f)
         for f in files
     ]
-    results = analyse(sources, model, cache)
+    results = analyse(sources, model, cache, upload_dir)
     maps = _saliency_overlays(results, model) if with_saliency and model is not None else None
     # Every image of the cards is encoded here, off the event loop: an upload of 100 files
     # would otherwise stall all sessions while its previews are PNG-encoded.
