@@ -20,6 +20,11 @@ DEFAULT_MAX_LOADED_MODELS = 8
 #: quantised, small ones if float32); "tensorflow": the Keras model's exact probabilities.
 ENGINE_ENV = "FERDASH_ENGINE"
 ENGINES = ("auto", "tensorflow")
+#: Folders the Train tab may read data from, separated by os.pathsep: a typed data folder
+#: must lie inside one, so the tab is not a browser of the server's files.
+DATA_ROOTS_ENV = "FERDASH_DATA_ROOTS"
+#: By default: ``data/`` beside ``models/``, and ``../shared`` (where FER2013 lives).
+DEFAULT_DATA_ROOTS = (REPO_ROOT / "data", REPO_ROOT.parent / "shared")
 
 
 def models_dirs() -> list[Path]:
@@ -31,6 +36,19 @@ def models_dirs() -> list[Path]:
 def data_dir_override() -> Path | None:
     raw = os.environ.get(DATA_ENV, "").strip()
     return Path(raw).expanduser() if raw else None
+
+
+def data_roots() -> list[Path]:
+    """``FERDASH_DATA_ROOTS``, resolved; :data:`DEFAULT_DATA_ROOTS` when unset."""
+    raw = os.environ.get(DATA_ROOTS_ENV, "")
+    roots = [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+    resolved = []
+    for root in roots or DEFAULT_DATA_ROOTS:
+        try:
+            resolved.append(root.resolve())
+        except (OSError, RuntimeError):
+            continue  # a root that cannot be resolved admits nothing
+    return resolved
 
 
 def max_loaded_models() -> int:

@@ -128,6 +128,33 @@ def _has_image(folder: Path, budget: int = _SCAN_BUDGET) -> bool:
     return False
 
 
+def _plain(exc: OSError) -> str:
+    """An OS error in words, without its errno number ("File name too long")."""
+    return exc.strerror or type(exc).__name__
+
+
+def allowed_data_path(raw: str) -> Path:
+    """``raw`` as a path inside one of :func:`config.data_roots`; :class:`JobError` otherwise.
+
+    Checked before the path is looked at, so the answer tells nothing about files
+    outside the roots (not even whether they exist). Links are resolved first: one
+    planted inside a root cannot lead out of it.
+    """
+    roots = config.data_roots()
+    where = " or ".join(str(r) for r in roots) or "(none configured)"
+    refusal = JobError(
+        f"Data folders must be inside {where} on the server (set {config.DATA_ROOTS_ENV} "
+        "to allow other folders)."
+    )
+    try:
+        path = Path(raw).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):  # names too long, link loops, NUL bytes
+        raise refusal from None
+    if not any(path == root or path.is_relative_to(root) for root in roots):
+        raise refusal
+    return path
+
+
 def inspect_data_folder(raw: str) -> DataFolder:
     """Check a typed data folder before anything starts; raise :class:`JobError` saying why.
 
@@ -137,18 +164,18 @@ def inspect_data_folder(raw: str) -> DataFolder:
     raw = (raw or "").strip()
     if not raw:
         raise JobError("Type the path of a data folder.")
-    path = Path(raw).expanduser()
-    if not path.exists():
-        raise JobError(f"The data folder {path} does not exist on the server.")
-    if not path.is_dir():
-        raise JobError(f"{path} is a file, not a folder.")
-    train_root = path / "train" if (path / "train").is_dir() else path
+    path = allowed_data_path(raw)
     try:
+        if not path.exists():
+            raise JobError(f"The data folder {path} does not exist on the server.")
+        if not path.is_dir():
+            raise JobError(f"{path} is a file, not a folder.")
+        train_root = path / "train" if (path / "train").is_dir() else path
         subdirs = sorted(
             p for p in train_root.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
     except OSError as exc:
-        raise JobError(f"The data folder {path} cannot be read: {exc.strerror or exc}.") from exc
+        raise JobError(f"The data folder {path} cannot be read: {_plain(exc)}.") from exc
     if len(subdirs) > MAX_CLASSES:
         raise JobError(
             f"{train_root} has {len(subdirs)} sub-folders: that is not a folder of classes "

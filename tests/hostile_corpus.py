@@ -87,8 +87,8 @@ def astronaut_face(side: int = 200) -> Image.Image:
 def five_faces() -> bytes:
     """Five copies of the astronaut's face in a 3 + 2 grid on a grey 660 x 440 canvas.
 
-    Each face is ~80 px wide: the detector searches a copy at most 320 px long, so faces
-    narrower than ~1/10 of the photo's long side are not found (README, Predict).
+    Each face is ~80 px wide, well above the smallest face the detectors find in a photo
+    of this size (docs/predict-pipeline.md, "Faces").
     """
     canvas = Image.new("RGB", (660, 440), (120, 120, 120))
     face = astronaut_face(210)

@@ -37,6 +37,8 @@ CLASSES = ("happy", "sad", "surprise")
 _ENV = {
     **APP_ENV,
     "FERDASH_MODELS_DIR": f"{RUNS}{os.pathsep}{OTHER_RUNS}",
+    # The Train tab reads data only inside this; /tmp itself is not in it.
+    "FERDASH_DATA_ROOTS": str(WORK),
 }
 app = create_app_fixture(APPS / "train_app.py", timeout_secs=60, env=_ENV)
 
@@ -72,6 +74,14 @@ def test_bad_folder_and_name_are_refused_before_anything_starts(page: Page, app:
     expect(page.locator("#train-data_error")).to_contain_text("does not exist")
     start.click()
     expect(page.locator("#train-notice")).to_contain_text("does not exist")
+
+    # Not a browser of the server: /tmp (where every user's uploads are) is refused
+    # unlisted, and a name too long for the file system gets words, not an errno.
+    data.set(tempfile.gettempdir())
+    expect(page.locator("#train-data_error")).to_contain_text(f"must be inside {WORK}")
+    expect(page.locator("#train-data_error")).not_to_contain_text("fileupload")
+    data.set(str(WORK / ("x" * 300)))
+    expect(page.locator("#train-data_error")).to_contain_text("cannot be read: File name too long")
 
     data.set(str(WORK / "empty"))
     expect(page.locator("#train-data_error")).to_contain_text("no class sub-folders")

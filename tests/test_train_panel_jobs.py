@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from ferdash import training_jobs
+from ferdash import config, training_jobs
 from ferdash.training_jobs import (
     JobBusy,
     JobError,
@@ -42,6 +43,38 @@ def _wait_until_logged(path: Path, count: int) -> None:
     while log_tail(path).count("args train") < count:
         assert time.monotonic() < deadline, "the fake training never started"
         time.sleep(0.1)
+
+
+@pytest.fixture(autouse=True)
+def _data_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each test's own folder is where the Train tab may read data.
+    monkeypatch.setenv(config.DATA_ROOTS_ENV, str(tmp_path))
+
+
+def test_data_folders_outside_the_roots_are_refused_without_a_look(tmp_path: Path) -> None:
+    make_image_folder(tmp_path / "inside", per_class=2, size=16, classes=("happy", "sad"))
+    assert inspect_data_folder(str(tmp_path / "inside")).classes == ("happy", "sad")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    make_image_folder(outside, per_class=2, size=16, classes=("happy", "sad"))
+    try:
+        # The same answer whether the folder exists or not: no probing the server.
+        for raw in ("/", "/tmp", "/etc", str(outside), str(outside / "missing"),
+                    str(tmp_path / ".." / outside.name), "~"):
+            with pytest.raises(JobError, match=f"must be inside {tmp_path}.*{config.DATA_ROOTS_ENV}"):
+                inspect_data_folder(raw)
+        (tmp_path / "link").symlink_to(outside)  # planted inside, leading out
+        with pytest.raises(JobError, match="must be inside"):
+            inspect_data_folder(str(tmp_path / "link"))
+    finally:
+        shutil.rmtree(outside)
+
+
+def test_a_path_the_file_system_cannot_take_gets_words_not_an_errno(tmp_path: Path) -> None:
+    for raw in (str(tmp_path / ("x" * 300)), str(tmp_path / ("d" * 200) / ("e" * 200)),
+                str(tmp_path) + "/a\x00b"):
+        with pytest.raises(JobError) as caught:
+            inspect_data_folder(raw)
+        assert "Errno" not in str(caught.value)
 
 
 def test_run_names_are_names_not_paths() -> None:

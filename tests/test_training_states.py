@@ -202,7 +202,7 @@ def test_the_tflite_copy_has_the_model_s_permissions(tmp_path: Path) -> None:
 
 
 def test_a_finished_run_s_command_needs_neither_its_data_nor_its_seed_run(tmp_path: Path, capsys) -> None:
-    """The README's commands on the shipped runs, on a machine without the data or the
+    """docs/training.md's commands that reproduce the shipped runs, on a machine without the data or the
     (git-ignored) seed runs: "already finished", at once."""
     from training.__main__ import main
 

@@ -42,7 +42,7 @@ SUBTITLE = "Let's calculate image expression percentage for happy or sad."
 TRAIN_HINT = TagList(
     "Train one with ",
     ui.code("python -m training train"),
-    " (see the README, section “Training”); it appears here without restarting the app.",
+    " (see docs/training.md); it appears here without restarting the app.",
 )
 
 PREVIEW_MAX_SIDE = 360
