@@ -415,13 +415,17 @@ def discover_runs(*roots: str | Path) -> list[RunListing]:
     seen: set[Path] = set()
     for root in roots:
         root = Path(root)
-        if not root.is_dir():
+        try:
+            entries = sorted(p for p in root.iterdir() if p.is_dir())
+        except (OSError, ValueError):  # missing, unreadable, or a name the OS refuses
             continue
-        for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            resolved = run_dir.resolve()
-            if resolved in seen:
+        for run_dir in entries:
+            try:
+                resolved = run_dir.resolve()
+                is_run = (run_dir / RUN_FILE).exists() or (run_dir / MODEL_FILE).exists()
+            except (OSError, RuntimeError):
                 continue
-            if not ((run_dir / RUN_FILE).exists() or (run_dir / MODEL_FILE).exists()):
+            if resolved in seen or not is_run:
                 continue
             seen.add(resolved)
             problems: list[str] = []

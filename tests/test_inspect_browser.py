@@ -188,6 +188,13 @@ def test_runs_table_sorts_shows_problems_and_selects(page: Page, app: ShinyAppPr
     controller.OutputUi(page, "inspect-selector-folder_note").expect.to_contain_text(
         "is not a folder"
     )
+    # A name longer than the file system allows: a message, and the session lives on.
+    controller.InputText(page, "inspect-selector-folder").set(str(ROOT / ("x" * 300)))
+    controller.InputActionButton(page, "inspect-selector-add_folder").click()
+    note.expect.to_contain_text("That folder cannot be read: File name too long.")
+    controller.InputSelect(page, "inspect-selector-run").set(_run("b-tiny"))
+    highlighted = table.loc_body.locator("> tr[aria-selected=true] > td:nth-child(1)")
+    expect(highlighted).to_have_text(["b-tiny"])
 
 
 def test_gallery_filters_and_missing_data(page: Page, app: ShinyAppProc) -> None:

@@ -224,3 +224,9 @@ def test_malformed_calibration_figures_are_not_drawn(tmp_path: Path, damage) -> 
     damage(data["calibration"])
     path.write_text(json.dumps(data))
     assert idata.calibration_of(read_evaluation(run)) is None
+
+
+def test_discovering_runs_in_unreadable_folders_lists_nothing_and_raises_nothing(tmp_path: Path) -> None:
+    make_run(tmp_path / "runs", "a")
+    roots = [tmp_path / ("x" * 300), tmp_path / "missing", str(tmp_path) + "/bad\x00name", tmp_path / "runs"]
+    assert [r.name for r in discover_runs(*roots)] == ["a"]

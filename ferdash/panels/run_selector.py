@@ -19,7 +19,7 @@ from ..inspect_data import (
     run_label,
     selector_choices,
 )
-from ..rundir import RunListing, discover_runs
+from ..rundir import RUN_FILE, RunListing, discover_runs
 
 
 @dataclass(frozen=True)
@@ -152,14 +152,21 @@ def selector_server(
             folder_message.set(None)
             return
         path = Path(raw).expanduser()
-        if not path.is_dir():
+        try:
+            is_folder = path.is_dir()
+            is_run = is_folder and (path / RUN_FILE).is_file()
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte: words, not a crash
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a valid path"
+            folder_message.set(("danger", f"That folder cannot be read: {reason}."))
+            return
+        if not is_folder:
             folder_message.set(("danger", f"{path} is not a folder on this machine."))
             return
         found = len(discover_runs(path))
         if not found:
             hint = (
                 f" It is a run itself: give the folder that holds it, {path.parent}."
-                if (path / "run.json").is_file()
+                if is_run
                 else " A runs folder holds one sub-folder per run, each with its run.json."
             )
             folder_message.set(("warning", f"No runs in {path}.{hint}"))
