@@ -100,7 +100,7 @@ def test_bad_folder_and_name_are_refused_before_anything_starts(page: Page, app:
     expect(page.locator("#train-notice")).to_contain_text(f"A run named “taken” already exists in {OTHER_RUNS}")
 
     expect(page.locator("#train-idle")).to_be_visible()  # nothing was started
-    expect(page.locator("#train-curves")).to_have_css("height", "0px")  # no blank plot area
+    expect(page.locator("#train-curves")).to_have_count(0)  # no blank plot area
     assert not any(RUNS.iterdir())
 
 
@@ -113,6 +113,19 @@ def test_two_epoch_run_cancel_resume_finish(page: Page, app: ShinyAppProc) -> No
     controller.InputNumeric(page, "train-epochs").set("2")
     controller.InputNumeric(page, "train-batch_size").set("16")
     controller.InputNumeric(page, "train-image_size").set("24")
+    # Every error the curves' output ever shows, and every image size it is drawn at.
+    page.evaluate(
+        """() => {
+            window.curveEvents = [];
+            new MutationObserver(() => {
+                const out = document.getElementById('train-curves');
+                if (!out) return;
+                if (out.classList.contains('shiny-output-error')) window.curveEvents.push('error: ' + out.textContent);
+                const img = out.querySelector('img');
+                if (img && img.naturalHeight) window.curveEvents.push(img.naturalHeight);
+            }).observe(document.body, {subtree: true, childList: true, attributes: true});
+        }"""
+    )
     page.locator("#train-start").click()
     expect(page.locator("#train-notice")).to_contain_text("Started “panel_run”")
     state = page.locator("#train-job_state")
@@ -123,6 +136,9 @@ def test_two_epoch_run_cancel_resume_finish(page: Page, app: ShinyAppProc) -> No
     expect(epochs).to_have_text("1 of 2 epochs", timeout=RUN_TIMEOUT)
     expect(page.locator("#train-progress_bar")).to_have_attribute("aria-valuenow", "50")
     expect(page.locator("#train-curves img")).to_be_visible()
+    # Drawn once at its full height: no "cannot write empty image", no squashed first plot.
+    events = page.evaluate("() => window.curveEvents")
+    assert events and all(e == events[0] and isinstance(e, int) and e >= 300 for e in events), events
 
     # One run at a time per server.
     page.locator("#train-start").click()

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 from shiny import module, reactive, render, req, ui
-from shiny.module import resolve_id
 
 from .. import plots, training_jobs
 from ..rundir import RunListing
@@ -101,9 +100,9 @@ def panel_ui() -> ui.TagChild:
         ),
         ui.output_ui("message"),
         ui.output_ui("job_status"),
-        ui.output_plot("curves", height="360px", fill=False),
-        # No history yet: no blank 360 px where the curves will be.
-        ui.tags.style(f"#{resolve_id('curves')}:not(:has(img)) {{ height: 0 !important; }}"),
+        # The plot exists only once there is a history to draw: created earlier, it
+        # would be measured at no height and asked for an empty image.
+        ui.output_ui("curves_area"),
         ui.output_ui("log"),
         # Not fillable: the plot keeps its height instead of stretching to the window.
         fillable=False,
@@ -349,6 +348,24 @@ def panel_server(
             ),
             id=session.ns("job"),
         )
+
+    # A Value, not a calc: it notifies only when it flips, so each poll's new history
+    # redraws the plot inside the area without re-creating the area.
+    has_history = reactive.value(False)
+
+    @reactive.effect
+    def _track_history() -> None:
+        job, progress = snapshot()
+        has_history.set(
+            job is not None and progress is not None and progress.history is not None
+            and len(progress.history) > 0
+        )
+
+    @render.ui
+    def curves_area() -> ui.TagChild:
+        if not has_history():
+            return None
+        return ui.output_plot("curves", height="360px", fill=False)
 
     @render.plot(alt="Loss and accuracy per epoch of the run being trained")
     def curves():
