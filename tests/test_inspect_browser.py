@@ -136,6 +136,8 @@ def test_runs_table_sorts_shows_problems_and_selects(page: Page, app: ShinyAppPr
     _open_inspect(page, app, "runs")
     table = controller.OutputDataFrame(page, "inspect-runs-table")
     table.expect_nrow(4)
+    # On first open the run every panel shows (the default one) is the highlighted row.
+    expect(table.loc_body.locator("> tr[aria-selected=true] > td:nth-child(1)")).to_have_text(["a-fernet"])
     table.expect_cell("c-broken", row=2, col=0)
     table.expect_cell(re.compile("run.json is not valid JSON"), row=2, col=1)
     table.expect_cell(re.compile("history.csv has non-numeric columns"), row=3, col=1)

@@ -16,8 +16,12 @@ def panel_ui() -> ui.TagChild:
         ui.output_ui("message"),
         ui.p(
             "Every run in the run folders. Click a column header to sort; click a row to "
-            "inspect that run. Accuracies and recalls are percentages, read from "
-            "history.csv (best validation epoch) and evaluation.json.",
+            "inspect that run; scroll right for how each run was trained. Accuracies and "
+            "recalls are percentages. “eval acc %”, macro F1, ECE and the recalls come from "
+            "evaluation.json: the kept model through the app's own engine, with the run's "
+            "test-time augmentation and temperature. “best val acc %” is the best epoch's "
+            "validation accuracy logged during training (history.csv), on one view of each "
+            "face: it is usually a little lower, and both are measured on the same images.",
             class_="text-muted small",
         ),
         ui.output_data_frame("table"),
@@ -55,6 +59,13 @@ def panel_server(input, output, session, selection: RunSelection) -> None:
         # after the selection and clear it.
         listing = selection.run()
         listings = selection.runs()
+        # Also once the browser has drawn the table (it then reports its selection, empty):
+        # while the tab is hidden the table is not drawn, and a selection sent then (the
+        # default run, at start) is lost.
+        try:
+            table.cell_selection()
+        except (SilentException, SilentCancelOutputException):
+            return
         rows = [i for i, r in enumerate(listings) if listing is not None and r.path == listing.path]
 
         async def send() -> None:
