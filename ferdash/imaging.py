@@ -27,9 +27,22 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 #: decoding: a few-kilobyte "decompression bomb" can otherwise expand to gigabytes.
 MAX_PIXELS = 50_000_000
 
+#: Most bytes an image may take in Pillow's memory once decoded (pixels times the bytes
+#: Pillow stores each pixel in: 1 for grey or palette, 2 for 16-bit grey, 4 for colour,
+#: alpha, 32-bit and float), checked from the header before decoding. Everything after
+#: the decode works on a copy of at most WORKING_MAX_SIDE, so a file's peak memory is
+#: about this plus ~35 MB, whatever its format or depth.
+MAX_DECODED_BYTES = 128 * 1024 * 1024
+
+#: Most scans a JPEG may hold. Each scan is a pass over the whole image: a photo has 1
+#: (baseline) or about 10 (progressive), while a few hundred kilobytes repeating a cheap
+#: scan thousands of times cost a worker a minute of decoding.
+MAX_JPEG_SCANS = 100
+
 #: Still formats Pillow reads natively. Passed to ``Image.open(formats=...)`` so that
 #: plugins which shell out (EPS runs Ghostscript) or read vector/containers never see
-#: user bytes. (Camera MPO files are opened by the JPEG plugin.)
+#: user bytes. (Camera MPO files are opened by the JPEG plugin.) Not QOI: Pillow decodes
+#: it in pure Python, holding the interpreter lock for tens of seconds on a large file.
 ALLOWED_FORMATS: tuple[str, ...] = (
     "JPEG",
     "PNG",
@@ -43,7 +56,6 @@ ALLOWED_FORMATS: tuple[str, ...] = (
     "ICO",
     "PCX",
     "SGI",
-    "QOI",
 )
 
 #: What the file picker offers; a hint only (the bytes are checked whatever the name).
@@ -104,6 +116,8 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage
         raise UploadError("The file is empty (0 bytes).")
     if len(data) > max_bytes:
         raise UploadError(f"The file is larger than the {max_bytes // (1024 * 1024)} MB limit.")
+    if data[:4] == _ICO_SIGNATURE:
+        _check_icon_entries(data)  # Pillow decodes an icon's image as it opens the file
     try:
         # Pillow's own bomb guard warns above 89 MP and raises above 179 MP; ours is
         # stricter and checked below, so silence the warning locally (not globally:
@@ -113,6 +127,10 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage
             img = Image.open(io.BytesIO(data), formats=_open_formats())
     except Image.DecompressionBombError as exc:
         raise UploadError(_too_many_pixels_message()) from exc
+    except ValueError as exc:
+        raise _metadata_error(exc) or UploadError(
+            "The file is corrupt: its image header cannot be read."
+        ) from exc
     except UnidentifiedImageError as exc:
         sniffed = sniff_format(data)
         if sniffed:
@@ -132,6 +150,7 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage
         if width * height > MAX_PIXELS:
             raise UploadError(_too_many_pixels_message(width, height))
         fmt = img.format or "unknown"
+        _check_decoding_cost(img, data)
         # Not n_frames: counting a GIF's frames means reading all of them, which a file
         # with thousands of frames turns into a CPU bomb. is_animated looks at one more.
         multi_frame = bool(getattr(img, "is_animated", False))
@@ -142,10 +161,21 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage
         except UploadError:
             raise
         except Exception as exc:  # Truncated data surfaces as OSError, SyntaxError, ...
-            raise UploadError(
+            raise _metadata_error(exc) or UploadError(
                 "The file is truncated or corrupt: its pixels cannot be decoded."
             ) from exc
     return DecodedImage(grey=grey, format=fmt, original_size=(width, height), multi_frame=multi_frame)
+
+
+def _metadata_error(exc: Exception) -> UploadError | None:
+    """The message for Pillow's refusal of a compressed text chunk (PNG zTXt/iTXt) that
+    inflates beyond its cap, before the pixels (at open) or after them (at load)."""
+    if isinstance(exc, ValueError) and "Decompressed" in str(exc):
+        return UploadError(
+            "The file's metadata is too large: a compressed text chunk expands beyond what "
+            "an image needs. Save the image again without its metadata."
+        )
+    return None
 
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -268,6 +298,126 @@ def _png_chunk_types(
     return None
 
 
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _stored_bytes_per_pixel(mode: str) -> int:
+    """Bytes Pillow keeps per pixel of ``mode`` once decoded (a palette image counts as
+    the RGBA it is converted to)."""
+    if mode in ("1", "L"):
+        return 1
+    if mode in _SIXTEEN_BIT:
+        return 2
+    return 4
+
+
+def _jpeg_decoded_size(img: Image.Image) -> tuple[int, int]:
+    """The size libjpeg decodes a JPEG at once :func:`_to_grey` drafts it (1/1 to 1/8)."""
+    scale = max(1, max(img.size) // WORKING_MAX_SIDE)
+    reduce = 1
+    while reduce * 2 <= min(scale, 8):
+        reduce *= 2
+    return -(-img.size[0] // reduce), -(-img.size[1] // reduce)
+
+
+def _ico_entry_sizes(data: bytes) -> list[tuple[int, int]]:
+    """(width, height) of each image an ICO file holds, read from the entries themselves.
+
+    The directory states at most 256x256, but an entry may be a PNG of any size, which
+    Pillow would decode whole before any check on the stated size could help.
+    """
+    sizes = []
+    count = int.from_bytes(data[4:6], "little")
+    for i in range(min(count, 256)):
+        entry = data[6 + 16 * i : 22 + 16 * i]
+        if len(entry) < 16:
+            break
+        offset = int.from_bytes(entry[12:16], "little")
+        head = data[offset : offset + 24]
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 24:
+            sizes.append((int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")))
+        elif len(head) >= 12:  # BITMAPINFOHEADER: the height counts the AND mask too
+            width = abs(int.from_bytes(head[4:8], "little", signed=True))
+            height = abs(int.from_bytes(head[8:12], "little", signed=True)) // 2
+            sizes.append((width, height))
+    return sizes
+
+
+_ICO_SIGNATURE = b"\x00\x00\x01\x00"
+
+
+def _check_icon_entries(data: bytes) -> None:
+    for w, h in _ico_entry_sizes(data):
+        if w * h > MAX_PIXELS or w * h * 4 > MAX_DECODED_BYTES:
+            raise UploadError(f"The icon holds an image of {w} x {h} pixels: too large to decode.")
+
+
+def _check_decoding_cost(img: Image.Image, data: bytes) -> None:
+    """Refuse, before decoding, a file whose pixels would cost more than one upload may:
+    more than :data:`MAX_DECODED_BYTES` of memory, or a JPEG with more than
+    :data:`MAX_JPEG_SCANS` passes over the image."""
+    if img.format in ("JPEG", "MPO"):
+        scans = data.count(b"\xff\xda")  # start-of-scan markers (0xFF in data is stuffed)
+        if scans > MAX_JPEG_SCANS:
+            raise UploadError(
+                f"The JPEG is stored in {scans} scans; at most {MAX_JPEG_SCANS} are accepted "
+                "(a photo has 1 to about 10). Save it again as a normal JPEG."
+            )
+        width, height = _jpeg_decoded_size(img) if img.mode in ("RGB", "YCbCr", "L") else img.size
+        per_pixel = 1 if img.mode in ("RGB", "YCbCr", "L") else _stored_bytes_per_pixel(img.mode)
+    else:
+        (width, height), per_pixel = img.size, _stored_bytes_per_pixel(img.mode)
+    if width * height * per_pixel > MAX_DECODED_BYTES:
+        megabytes = width * height * per_pixel / 2**20
+        raise UploadError(
+            f"The image is too large to decode: {img.size[0]} x {img.size[1]} pixels in mode "
+            f"{img.mode} take {megabytes:.0f} MB, and at most {MAX_DECODED_BYTES // 2**20} MB "
+            "are accepted. Save a smaller copy, or one with 8 bits per channel."
+        )
+
+
+def _reduced(img: Image.Image) -> Image.Image:
+    """``img`` shrunk by a whole factor to a long side of at most about
+    :data:`WORKING_MAX_SIDE` (a box filter), before any conversion copies its pixels."""
+    factor = -(-max(img.size) // WORKING_MAX_SIDE)
+    if factor <= 1:
+        return img
+    if img.mode == "1":
+        img = img.convert("L")
+    elif img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in _SIXTEEN_BIT:
+        return img  # Pillow cannot reduce these: _numeric_grey shrinks the array instead
+    return img.reduce(factor)
+
+
+def _numeric_grey(img: Image.Image) -> np.ndarray:
+    """16-bit, 32-bit integer and float greyscale stretched to 0-255.
+
+    Pillow's ``convert("L")`` clips at 255, which turns most 16-bit images white, and
+    float or signed images have no fixed range: 16-bit files use their full scale (or
+    0-255 if no pixel is above it); 32-bit and float ones their own range of finite
+    values, where NaN and infinities (missing rows) become the darkest value rather
+    than stretching the range to nothing.
+    """
+    arr = np.asarray(img)
+    if arr.dtype == np.uint16 or arr.dtype.newbyteorder("=") == np.uint16:
+        arr = _working_size(arr.astype(np.uint16))
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        return np.clip(arr.astype(np.float32) * (255.0 / top), 0, 255).round().astype(np.uint8)
+    arr = arr.astype(np.float64)
+    finite = np.isfinite(arr)
+    if not finite.any():
+        return np.zeros(arr.shape, dtype=np.uint8)
+    lo, hi = float(arr[finite].min()), float(arr[finite].max())
+    if img.mode == "I" and lo >= 0 and hi <= 65535:
+        lo, hi = 0.0, (65535.0 if hi > 255 else 255.0)  # unsigned data in a 32-bit file
+    arr[~finite] = lo
+    if hi <= lo:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    return np.clip((arr - lo) * (255.0 / (hi - lo)), 0, 255).round().astype(np.uint8)
+
+
 def _to_grey(img: Image.Image) -> np.ndarray:
     if getattr(img, "tell", lambda: 0)() != 0:
         img.seek(0)  # is_animated may have moved on: animations use their first frame
@@ -278,23 +428,15 @@ def _to_grey(img: Image.Image) -> np.ndarray:
         scale = max(1, long_side // WORKING_MAX_SIDE)
         img.draft("L", (img.size[0] // scale, img.size[1] // scale))
     img.load()
+    img = _reduced(img)
     try:
         img = ImageOps.exif_transpose(img) or img
     except Exception:
         pass  # malformed EXIF: show the pixels as stored rather than refuse the photo
 
     mode = img.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # 16-bit (and 32-bit integer) greyscale: Pillow's convert("L") clips at 255,
-        # which turns most 16-bit images white; scale the full range instead.
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        grey = np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8)
-    elif mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        arr = np.nan_to_num(arr)
-        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
-        grey = ((arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)).astype(np.uint8)
+    if mode in (*_SIXTEEN_BIT, "I", "F"):
+        grey = _numeric_grey(img)
     else:
         if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
             mode == "P" and "transparency" in img.info

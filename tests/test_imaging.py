@@ -337,3 +337,87 @@ def test_png_with_a_bad_crc_after_the_pixels_is_left_to_pillow() -> None:
     data[-1] ^= 0xFF  # IEND's CRC: the pixels themselves are intact
     assert imaging._plain_png_grey(bytes(data), Image.open(io.BytesIO(bytes(data)))) is None
     assert np.array_equal(decode_image(bytes(data)).grey, decode_image(encode(gradient(), "PNG")).grey)
+
+
+def _never_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_decoding(self):
+        raise AssertionError("decoded pixels that should have been refused from the header")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+
+
+@pytest.mark.parametrize(
+    ("mode", "per_pixel"), [("L", 1), ("1", 1), ("I;16", 2), ("RGB", 4), ("RGBA", 4), ("F", 4), ("P", 4)]
+)
+def test_memory_is_budgeted_by_the_bytes_each_pixel_takes(
+    mode: str, per_pixel: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same 1000 x 1000 pixels pass or not depending on their depth.
+    data = encode(Image.new(mode, (1000, 1000)), "TIFF" if mode in ("F", "I;16") else "PNG")
+    monkeypatch.setattr(imaging, "MAX_DECODED_BYTES", 1000 * 1000 * per_pixel)
+    assert decode_image(data).original_size == (1000, 1000)
+    monkeypatch.setattr(imaging, "MAX_DECODED_BYTES", 1000 * 1000 * per_pixel - 1)
+    _never_decode(monkeypatch)
+    with pytest.raises(UploadError, match=f"1000 x 1000 pixels in mode {mode} take .* MB"):
+        decode_image(data)
+
+
+def test_a_huge_jpeg_is_budgeted_at_the_scale_libjpeg_decodes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 8192 px wide: drafted to 1/4 in luminance only, 2048 x 1024 bytes.
+    data = encode(Image.new("RGB", (8192, 4096), (90, 120, 200)), "JPEG")
+    monkeypatch.setattr(imaging, "MAX_DECODED_BYTES", 2048 * 1024)
+    assert decode_image(data).grey.shape == (1024, 2048)
+
+
+def test_progressive_photos_decode_and_scan_bombs_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hostile_corpus import jpeg_with_many_scans
+
+    photo = encode(gradient(640, 480).convert("RGB"), "JPEG", progressive=True)
+    assert decode_image(photo).grey.shape == (480, 640)
+    bomb = jpeg_with_many_scans(500)
+    _never_decode(monkeypatch)
+    with pytest.raises(UploadError, match=r"stored in \d+ scans; at most 100"):
+        decode_image(bomb)
+
+
+def test_an_icon_is_read_and_one_hiding_a_huge_image_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hostile_corpus import ico_with_huge_png
+
+    icon = encode(gradient(64, 64).convert("RGBA"), "ICO", sizes=[(64, 64)])
+    assert decode_image(icon).format == "ICO"
+    # The directory says 256 x 256; the entry's own header says 9000 x 9000 (81 MP).
+    bomb = ico_with_huge_png(9000)
+    _never_decode(monkeypatch)
+    with pytest.raises(UploadError, match="icon holds an image of 9000 x 9000"):
+        decode_image(bomb)
+
+
+def test_float_images_with_missing_rows_keep_their_picture() -> None:
+    picture = np.tile(np.linspace(-2.0, 5.0, 80, dtype=np.float32), (60, 1))
+    picture[10] = np.nan
+    picture[20] = np.inf
+    picture[30] = -np.inf
+    with np.errstate(all="raise"):  # no overflow or invalid-value warnings either
+        grey = decode_image(encode(Image.fromarray(picture, mode="F"), "TIFF")).grey
+    # The finite values span the whole grey range, left to right as stored.
+    assert grey[0, 0] == 0 and grey[0, -1] == 255
+    assert np.all(np.diff(grey[0].astype(int)) >= 0)
+    assert np.all(grey[[10, 20, 30]] == 0)  # the missing rows are the darkest value
+
+
+def test_signed_32_bit_images_use_their_own_range() -> None:
+    values = np.tile(np.linspace(-1000, 1000, 100).astype(np.int32), (40, 1))
+    grey = decode_image(encode(Image.fromarray(values, mode="I"), "TIFF")).grey
+    assert grey[0, 0] == 0 and grey[0, -1] == 255 and 120 <= grey[0, 50] <= 135
+
+
+def test_large_deep_images_are_reduced_before_conversion() -> None:
+    wide = np.tile(np.linspace(0, 1, 5000, dtype=np.float32), (300, 1))
+    grey = decode_image(encode(Image.fromarray(wide, mode="F"), "TIFF")).grey
+    assert max(grey.shape) <= imaging.WORKING_MAX_SIDE and grey[0, 0] == 0 and grey[0, -1] >= 250
+    sixteen = Image.fromarray(np.tile(np.linspace(0, 65535, 5000).astype(np.uint16), (300, 1)))
+    grey = decode_image(encode(sixteen, "PNG")).grey
+    assert max(grey.shape) <= imaging.WORKING_MAX_SIDE and grey[0, -1] == 255
+    rgba = Image.new("RGBA", (5000, 300), (0, 0, 0, 0))
+    grey = decode_image(encode(rgba, "PNG")).grey
+    assert max(grey.shape) <= imaging.WORKING_MAX_SIDE and np.all(grey == 255)  # transparent: white
