@@ -8,6 +8,7 @@ is called once for all faces of an upload (one batch), not once per image.
 from __future__ import annotations
 
 import stat
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -101,6 +102,23 @@ def prepare_image(data: bytes, input_size: tuple[int, int]) -> Prepared:
     )
 
 
+#: Longest file name kept for display (the CSV and card titles); longer ones are cut.
+MAX_NAME_CHARS = 255
+#: Invisible characters that belong in names: the joiners inside emoji sequences.
+_KEPT_FORMAT_CHARS = {"\u200c", "\u200d"}
+
+
+def display_name(raw: str) -> str:
+    """A user's file name made safe to show: control characters (NUL, newlines) and
+    invisible formatting ones (right-to-left overrides that make "exe.jpg" read
+    "gpj.exe") become U+FFFD, visibly; cut to :data:`MAX_NAME_CHARS`."""
+    cleaned = "".join(
+        "\ufffd" if unicodedata.category(c) in ("Cc", "Cf") and c not in _KEPT_FORMAT_CHARS else c
+        for c in str(raw)[: MAX_NAME_CHARS + 1]
+    )
+    return cleaned if len(cleaned) <= MAX_NAME_CHARS else cleaned[: MAX_NAME_CHARS - 1] + "…"
+
+
 def read_shiny_upload(
     upload: Mapping[str, Any], upload_root: Path | None, max_bytes: int = MAX_UPLOAD_BYTES
 ) -> bytes:
@@ -189,7 +207,7 @@ def analyse(
     classes = loaded.classes if loaded else ()
     return [
         ImageResult(
-            name=name,
+            name=display_name(name),
             prepared=prepared[i],
             classes=classes,
             probs=probs[i],

@@ -238,3 +238,17 @@ def test_another_sessions_upload_is_refused(tmp_path: Path) -> None:
     (mine / "tmp2").mkdir()
     (mine / "tmp2" / "0.jpg").write_bytes(b"my photo")
     assert inference.read_shiny_upload({"name": "x.jpg", "size": 8, "datapath": str(mine / "tmp2" / "0.jpg")}, mine) == b"my photo"
+
+
+def test_file_names_are_shown_without_hidden_characters(astronaut_png: bytes) -> None:
+    tricky = {
+        "face\u202egpj.exe": "face\ufffdgpj.exe",  # right-to-left override: reads "faceexe.jpg"
+        "a\x00b.png": "a\ufffdb.png",
+        "line\nbreak.png": "line\ufffdbreak.png",
+        "family 👨\u200d👩\u200d👧.png": "family 👨\u200d👩\u200d👧.png",  # emoji joiners kept
+        "Ünïcödé.png": "Ünïcödé.png",
+    }
+    results = inference.analyse([(name, astronaut_png) for name in tricky], None)
+    assert [r.name for r in results] == list(tricky.values())
+    long = inference.analyse([("x" * 10_000 + ".png", astronaut_png)], None)[0].name
+    assert len(long) == inference.MAX_NAME_CHARS and long.endswith("…")

@@ -269,6 +269,10 @@ def test_an_unwritable_output_fails_before_training(tmp_path: Path, capsys) -> N
     code = main(["train", "--data", str(tmp_path), "--arch", "fernet", "--out", str(blocker / "run")])
     assert code == 2
     assert "not writable" in capsys.readouterr().err
+    # --out naming the file itself: said in words, not "File exists".
+    assert main(["train", "--data", str(tmp_path), "--arch", "fernet", "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert f"{blocker} is a file, not a folder" in err and "File exists" not in err
 
 
 def test_a_full_disk_fails_with_a_clear_message(tmp_path: Path, monkeypatch) -> None:

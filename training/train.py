@@ -76,6 +76,9 @@ def _now() -> str:
 
 def check_writable(out: Path) -> None:
     """Fail now, with a clear message, rather than after the first (long) epoch."""
+    for part in (out, *out.parents):
+        if part.exists() and not part.is_dir():
+            raise TrainingError(f"output folder {out} is not writable: {part} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-probe"
