@@ -242,7 +242,7 @@ def _pct(value: float) -> float:
 
 
 def comparison_frame(listings: Iterable[RunListing]) -> pd.DataFrame:
-    """One row per run, the table of seed paper 3: what the run is and how it scored.
+    """One row per run: what the run is and how it scored.
 
     Accuracies and recalls are percentages (numbers, so the table sorts them right);
     ``nan`` where a run did not store the value. ``problems`` says what is missing.

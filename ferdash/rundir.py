@@ -46,6 +46,8 @@ RUN_FILE = "run.json"
 HISTORY_FILE = "history.csv"
 EVALUATION_FILE = "evaluation.json"
 LITE_FILE = "model.tflite"
+#: Where an unfinished run keeps its BackupAndRestore state (removed when it finishes).
+BACKUP_DIR = "backup"
 
 FER2013_CLASSES: tuple[str, ...] = (
     "angry",

@@ -23,39 +23,24 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
 
-from . import config
-from .rundir import HISTORY_FILE, RUN_FILE, RunDirError, file_stamp, read_history, read_run_info
-
-#: The registry of training/architectures.py, by name, with each one's default input side.
-#: Kept here (and checked against the registry by a test) because importing the registry
-#: imports Keras, which the app must not wait for at start-up.
-ARCHITECTURES: dict[str, int] = {
-    "fernet": 48,
-    "vgg_fer": 48,
-    "singh_nasoz": 48,
-    "jaramillo": 48,
-    "r_parity": 244,
-}
-#: The smallest input each network can take (its pooling shrinks a smaller one to
-#: nothing); checked against the real networks by the tests.
-MIN_IMAGE_SIZE: dict[str, int] = {
-    "fernet": 16,
-    "vgg_fer": 16,
-    "singh_nasoz": 39,
-    "jaramillo": 10,
-    "r_parity": 6,
-}
+from . import config, data_layout
+from .architectures import ARCHITECTURES
+from .data_layout import TRAINABLE_EXTENSIONS
+from .rundir import (
+    BACKUP_DIR,
+    HISTORY_FILE,
+    RUN_FILE,
+    RunDirError,
+    file_stamp,
+    read_history,
+    read_run_info,
+)
 
 #: The command a job runs, before its arguments. Tests point it at a paced wrapper.
 TRAIN_COMMAND: list[str] = [sys.executable, "-m", "training"]
 
 LOG_FILE = "train.log"
-#: Image extensions the training command trains on. It also lists .bmp and .gif files
-#: (training.data.IMAGE_EXTENSIONS), but only to report them as skipped: TensorFlow's
-#: loader cannot read either in greyscale.
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 #: Seconds between SIGTERM and SIGKILL when cancelling.
 KILL_GRACE_SECS = 5.0
 
@@ -119,7 +104,7 @@ def _has_image(folder: Path, budget: int = _SCAN_BUDGET) -> bool:
                     if budget <= 0:
                         return False
                     if entry.is_file(follow_symlinks=False):
-                        if entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                        if entry.name.lower().endswith(TRAINABLE_EXTENSIONS):
                             return True
                     elif entry.is_dir(follow_symlinks=False):
                         pending.append(Path(entry.path))
@@ -170,7 +155,7 @@ def inspect_data_folder(raw: str) -> DataFolder:
             raise JobError(f"The data folder {path} does not exist on the server.")
         if not path.is_dir():
             raise JobError(f"{path} is a file, not a folder.")
-        train_root = path / "train" if (path / "train").is_dir() else path
+        train_root = data_layout.train_root(path)
         subdirs = sorted(
             p for p in train_root.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
@@ -192,7 +177,7 @@ def inspect_data_folder(raw: str) -> DataFolder:
             f"{train_root} needs at least two class sub-folders with images "
             f"(PNG or JPEG); found {len(classes)}."
         )
-    has_val = train_root != path and (path / "val").is_dir()
+    has_val = data_layout.val_folder(path) is not None
     empty = tuple(p.name for p in subdirs if p.name not in classes)
     return DataFolder(
         path=path, train_root=train_root, classes=classes, has_val=has_val, empty=empty
@@ -223,7 +208,7 @@ class TrainRequest:
             raise JobError(f"Unknown architecture {self.arch!r}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise JobError("Epochs and batch size must be at least 1.")
-        smallest = MIN_IMAGE_SIZE[self.arch]
+        smallest = ARCHITECTURES[self.arch].min_image_size
         if self.image_size is not None and self.image_size < smallest:
             raise JobError(f"{self.arch} needs images of at least {smallest}x{smallest} pixels.")
         if self.class_weights not in ("none", "balanced", "sqrt"):
@@ -264,7 +249,7 @@ class TrainRequest:
 
 def run_folder_state(out: Path) -> str:
     """``new`` (nothing there), ``finished``, or ``unfinished`` (a run that can continue)."""
-    if not (out / RUN_FILE).is_file() and not (out / "backup").is_dir():
+    if not (out / RUN_FILE).is_file() and not (out / BACKUP_DIR).is_dir():
         return "new"
     try:
         if read_run_info(out).meta.get("finished"):
@@ -525,7 +510,3 @@ def progress_signature(out: Path | None) -> tuple:
         stamp = file_stamp(out / name)
         sig.append((name, None) if stamp is None else (name, *stamp))
     return tuple(sig)
-
-
-def architecture_names() -> Sequence[str]:
-    return list(ARCHITECTURES)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ferdash import config, training_jobs
+from ferdash.architectures import ARCHITECTURES
 from ferdash.training_jobs import (
     JobBusy,
     JobError,
@@ -141,12 +142,12 @@ def test_request_builds_the_training_command_line(tmp_path: Path) -> None:
         TrainRequest(data=tmp_path, arch="fernet", out=tmp_path / "r", epochs=0)
 
 
-def test_architectures_match_the_training_registry() -> None:
+def test_every_listed_architecture_is_a_trainable_network() -> None:
     from training.architectures import REGISTRY
 
-    assert set(training_jobs.ARCHITECTURES) == set(REGISTRY)
-    for name, size in training_jobs.ARCHITECTURES.items():
-        assert REGISTRY[name].default_image_size == size
+    assert set(ARCHITECTURES) == set(REGISTRY)
+    for name, spec in ARCHITECTURES.items():
+        assert REGISTRY[name].spec is spec
 
 
 def test_one_job_at_a_time_cancel_and_resume(fake_training, tmp_path: Path) -> None:
@@ -265,18 +266,17 @@ def test_data_folder_check_is_bounded_on_huge_trees(tmp_path: Path) -> None:
         training_jobs.inspect_data_folder(str(tmp_path))
 
 
-def test_image_extensions_match_the_training_command() -> None:
-    # Copied so the app need not import TensorFlow to check a folder; must not drift.
-    from training.data import IMAGE_EXTENSIONS, TRAINABLE_EXTENSIONS
+def test_image_extensions_are_the_training_commands() -> None:
+    from ferdash.data_layout import LISTED_EXTENSIONS, TRAINABLE_EXTENSIONS
 
-    assert training_jobs.IMAGE_EXTENSIONS == TRAINABLE_EXTENSIONS
-    assert set(TRAINABLE_EXTENSIONS) < set(IMAGE_EXTENSIONS)  # the others reported, skipped
+    assert set(TRAINABLE_EXTENSIONS) < set(LISTED_EXTENSIONS)  # the others reported, skipped
 
 
 def test_smallest_image_sizes_are_the_networks_own() -> None:
     from training.architectures import build_model
 
-    for name, smallest in training_jobs.MIN_IMAGE_SIZE.items():
+    for name, spec in ARCHITECTURES.items():
+        smallest = spec.min_image_size
         build_model(name, (smallest, smallest), 2)
         with pytest.raises(ValueError):
             build_model(name, (smallest - 1, smallest - 1), 2)

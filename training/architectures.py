@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import keras
 from keras import layers, regularizers
 
+from ferdash.architectures import ARCHITECTURES, ArchitectureSpec
 from ferdash.rundir import class_recall_metrics
 
 BodyFn = Callable[[keras.KerasTensor], keras.KerasTensor]
@@ -23,23 +24,37 @@ BodyFn = Callable[[keras.KerasTensor], keras.KerasTensor]
 
 @dataclass(frozen=True)
 class Architecture:
-    """A registered network: how to build its body and how to optimise it."""
+    """A registered network: its entry in :data:`ferdash.architectures.ARCHITECTURES`
+    (name, sizes, defaults) with how to build its body and how to optimise it."""
 
-    name: str
-    description: str
+    spec: ArchitectureSpec
     body: BodyFn
     optimizer: Callable[[], keras.optimizers.Optimizer]
-    #: Input side the design was made for (the default of ``--image-size``).
-    default_image_size: int = 48
-    #: Default of ``--augment`` (the seed papers trained without it unless they say so).
-    default_augment: bool = False
     label_smoothing: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def description(self) -> str:
+        return self.spec.description
+
+    @property
+    def default_image_size(self) -> int:
+        return self.spec.default_image_size
+
+    @property
+    def default_augment(self) -> bool:
+        return self.spec.default_augment
 
 
 REGISTRY: dict[str, Architecture] = {}
 
 
 def register(arch: Architecture) -> Architecture:
+    if ARCHITECTURES.get(arch.name) is not arch.spec:
+        raise ValueError(f"architecture {arch.name!r} is not in ferdash.architectures")
     if arch.name in REGISTRY:
         raise ValueError(f"architecture {arch.name!r} is registered twice")
     REGISTRY[arch.name] = arch
@@ -71,17 +86,14 @@ def _r_parity(x: keras.KerasTensor) -> keras.KerasTensor:
 
 register(
     Architecture(
-        name="r_parity",
-        description="the R app's net: conv32 relu, conv16 leaky-relu 0.5, BN, pool, "
-        "dropout .25, dense 200, dropout .5; SGD (input 244x244 in the original)",
+        spec=ARCHITECTURES["r_parity"],
         body=_r_parity,
         optimizer=lambda: keras.optimizers.SGD(learning_rate=0.01),
-        default_image_size=244,
     )
 )
 
 
-# --- seed paper 1: VGG-style ---------------------------------------------------------
+# --- VGG-style ------------------------------------------------------------------------
 
 
 def _vgg_fer(x: keras.KerasTensor) -> keras.KerasTensor:
@@ -96,16 +108,14 @@ def _vgg_fer(x: keras.KerasTensor) -> keras.KerasTensor:
 
 register(
     Architecture(
-        name="vgg_fer",
-        description="seed paper 1, VGG-style: conv 32x2, 64x2, 128x3, 256x3 with "
-        "max-pools, dense 1024; Adam 1e-3",
+        spec=ARCHITECTURES["vgg_fer"],
         body=_vgg_fer,
         optimizer=lambda: keras.optimizers.Adam(learning_rate=1e-3),
     )
 )
 
 
-# --- seed paper 2: Singh & Nasoz ------------------------------------------------------
+# --- Singh & Nasoz --------------------------------------------------------------------
 
 
 def _singh_nasoz(x: keras.KerasTensor) -> keras.KerasTensor:
@@ -123,16 +133,14 @@ def _singh_nasoz(x: keras.KerasTensor) -> keras.KerasTensor:
 
 register(
     Architecture(
-        name="singh_nasoz",
-        description="seed paper 2 (Singh & Nasoz): six conv-128, pools 3/2, 3/2, 2/2, "
-        "dropout 0.2, dense 1024; 1,271,687 parameters at 48x48; Adam 1e-3",
+        spec=ARCHITECTURES["singh_nasoz"],
         body=_singh_nasoz,
         optimizer=lambda: keras.optimizers.Adam(learning_rate=1e-3),
     )
 )
 
 
-# --- seed paper 3: Jaramillo, "architecture 5" ----------------------------------------
+# --- Jaramillo et al., "architecture 5" ------------------------------------------------
 
 
 def _jaramillo(x: keras.KerasTensor) -> keras.KerasTensor:
@@ -150,9 +158,7 @@ def _jaramillo(x: keras.KerasTensor) -> keras.KerasTensor:
 
 register(
     Architecture(
-        name="jaramillo",
-        description="seed paper 3 (Jaramillo, architecture 5): conv 32, 32+BN, 64, 64, "
-        "max-pool, dense 512 with L2 0.001, dropout 0.25; Adam 1e-3",
+        spec=ARCHITECTURES["jaramillo"],
         body=_jaramillo,
         optimizer=lambda: keras.optimizers.Adam(learning_rate=1e-3),
     )
@@ -186,13 +192,9 @@ def _fernet(x: keras.KerasTensor) -> keras.KerasTensor:
 
 register(
     Architecture(
-        name="fernet",
-        description="ours: 4 VGG blocks (2x conv3x3+BN+ReLU, 32/64/128/256 filters, "
-        "max-pool, dropout .1-.4), dense 256+BN, dropout .5; Adam 1e-3, label "
-        "smoothing 0.1, augmentation on by default",
+        spec=ARCHITECTURES["fernet"],
         body=_fernet,
         optimizer=lambda: keras.optimizers.Adam(learning_rate=1e-3),
-        default_augment=True,
         label_smoothing=0.1,
     )
 )

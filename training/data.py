@@ -20,14 +20,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-#: Extensions image_dataset_from_directory lists (keras ALLOWLIST_FORMATS): all are
-#: looked at, so that a file that cannot be trained on is reported rather than ignored.
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+from ferdash import data_layout
+from ferdash.data_layout import LISTED_EXTENSIONS
+
 #: Pillow formats that Keras's loader decodes in greyscale (``channels=1``); it refuses
 #: GIF and BMP so (mid-epoch), and CMYK JPEGs whatever the channels.
 _TF_DECODABLE = {"PNG", "JPEG", "MPO"}  # MPO: a phone's JPEG with extra frames
-#: The extensions of the files that can be trained on.
-TRAINABLE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 
 class DataError(ValueError):
@@ -109,7 +107,7 @@ def scan_folder(
         found: list[str] = []
         for dirpath, _, names in sorted(os.walk(root / cls, followlinks=True), key=lambda w: w[0]):
             for fname in sorted(names):
-                if fname.lower().endswith(IMAGE_EXTENSIONS):
+                if fname.lower().endswith(LISTED_EXTENSIONS):
                     found.append(os.path.relpath(os.path.join(dirpath, fname), root))
         if limit_per_class is not None and len(found) > limit_per_class:
             found = found[:limit_per_class]
@@ -174,11 +172,6 @@ class Datasets:
     scans: list[FolderScan]
 
 
-def _train_root(data: Path) -> Path:
-    # `--data DIR` may be the prepared root (DIR/train, DIR/val) or a bare class folder.
-    return data / "train" if (data / "train").is_dir() else data
-
-
 def load_training_data(
     data: str | Path,
     *,
@@ -191,7 +184,7 @@ def load_training_data(
     cache: bool = True,
     log=print,
 ) -> Datasets:
-    """Training and validation pipelines for ``data`` (see :func:`_train_root`).
+    """Training and validation pipelines for ``data`` (see :mod:`ferdash.data_layout`).
 
     Validation is ``data/val`` when that folder exists, else a seeded
     ``validation_split`` of the training folder.
@@ -200,8 +193,8 @@ def load_training_data(
     import tensorflow as tf
 
     data = Path(data)
-    train_root = _train_root(data)
-    val_root = data / "val"
+    train_root = data_layout.train_root(data)
+    val_root = data_layout.val_folder(data)
     if classes is None:
         classes = list_class_folders(train_root)
     classes = sorted(classes)  # The contract's output order: sorted names.
@@ -219,7 +212,7 @@ def load_training_data(
     )
     scans = [train_scan]
     train_dir = keras_directory(train_scan)
-    if val_root.is_dir() and train_root != data:
+    if val_root is not None:
         val_scan = scan_folder(val_root, classes, limit_per_class)
         report_skipped(val_scan, log)
         scans.append(val_scan)

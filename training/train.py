@@ -11,7 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ferdash import data_layout
 from ferdash.rundir import (
+    BACKUP_DIR,
     EVALUATION_FILE,
     HISTORY_FILE,
     LITE_FILE,
@@ -21,7 +23,6 @@ from ferdash.rundir import (
     write_run_info,
 )
 
-BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
 #: Free space demanded beyond the estimated size of the files a run writes.
 SPARE_BYTES = 50 * 2**20
@@ -203,7 +204,7 @@ def _run_training(cfg: TrainConfig, log) -> Path:
     # whole folder are added once it is): a resume with another seed run, starting rate,
     # class weighting, or other images would mix two runs' epochs in one history.
     data_dir = Path(cfg.data)
-    val_folder = (data_dir / "train").is_dir() and (data_dir / "val").is_dir()
+    val_folder = data_layout.val_folder(data_dir) is not None
     identity: dict[str, Any] = {
         "architecture": cfg.arch,
         **({"classes": classes} if classes else {}),

@@ -15,10 +15,9 @@ from typing import Callable
 from shiny import module, reactive, render, req, ui
 
 from .. import plots, training_jobs
+from ..architectures import ARCHITECTURES
 from ..rundir import RunListing
 from ..training_jobs import (
-    ARCHITECTURES,
-    MIN_IMAGE_SIZE,
     DataFolder,
     JobError,
     TrainingJob,
@@ -31,6 +30,8 @@ from ..training_jobs import (
 )
 
 POLL_SECS = 1.0
+#: The smallest image size any network takes: the lower bound of the size field.
+SMALLEST_IMAGE_SIZE = min(spec.min_image_size for spec in ARCHITECTURES.values())
 
 _STATE_TEXT = {
     "running": "Training",
@@ -51,7 +52,8 @@ _STATE_CLASS = {
 @module.ui
 def panel_ui() -> ui.TagChild:
     arch_choices = {
-        name: f"{name} (images of {MIN_IMAGE_SIZE[name]} px and up)" for name in ARCHITECTURES
+        name: f"{name} (images of {spec.min_image_size} px and up)"
+        for name, spec in ARCHITECTURES.items()
     }
     return ui.layout_sidebar(
         ui.sidebar(
@@ -71,7 +73,7 @@ def panel_ui() -> ui.TagChild:
             ui.layout_columns(
                 ui.input_numeric(
                     "image_size", "Image size (px)", value=48,
-                    min=min(MIN_IMAGE_SIZE.values()), max=512, step=1,
+                    min=SMALLEST_IMAGE_SIZE, max=512, step=1,
                 ),
                 ui.input_numeric(
                     "limit", "Images per class (0 = all)", value=0, min=0, step=1
@@ -189,7 +191,7 @@ def panel_server(
 
         epochs = _int(input.epochs(), "Epochs", 1)
         batch = _int(input.batch_size(), "Batch size", 1)
-        size = _int(input.image_size(), "Image size", min(MIN_IMAGE_SIZE.values()))
+        size = _int(input.image_size(), "Image size", SMALLEST_IMAGE_SIZE)
         limit = _int(input.limit(), "Images per class", 0)
         out = runs_root() / name
         elsewhere = [r.path.parent for r in runs() if r.name == name and r.path.parent != runs_root()]
