@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import config, data_layout
 from .architectures import ARCHITECTURES
+from .train_settings import CLASS_WEIGHT_MODES, DEFAULTS
 from .data_layout import TRAINABLE_EXTENSIONS
 from .rundir import (
     BACKUP_DIR,
@@ -196,10 +197,10 @@ class TrainRequest:
     out: Path
     epochs: int
     classes: tuple[str, ...] | None = None  # None: every class folder
-    batch_size: int = 64
+    batch_size: int = DEFAULTS.batch_size
     image_size: int | None = None  # None: the architecture's default
     augment: bool | None = None  # None: the architecture's default
-    class_weights: str = "none"
+    class_weights: str = DEFAULTS.class_weights
     limit_per_class: int | None = None
     overwrite: bool = False
 
@@ -211,7 +212,7 @@ class TrainRequest:
         smallest = ARCHITECTURES[self.arch].min_image_size
         if self.image_size is not None and self.image_size < smallest:
             raise JobError(f"{self.arch} needs images of at least {smallest}x{smallest} pixels.")
-        if self.class_weights not in ("none", "balanced", "sqrt"):
+        if self.class_weights not in CLASS_WEIGHT_MODES:
             raise JobError(f"Unknown class weighting {self.class_weights!r}.")
         if self.classes is not None and len(self.classes) < 2:
             raise JobError("Choose at least two classes.")
@@ -238,7 +239,7 @@ class TrainRequest:
             args += ["--image-size", str(self.image_size)]
         if self.augment is not None:
             args.append("--augment" if self.augment else "--no-augment")
-        if self.class_weights != "none":
+        if self.class_weights != DEFAULTS.class_weights:
             args += ["--class-weights", self.class_weights]
         if self.limit_per_class:
             args += ["--limit", str(self.limit_per_class)]

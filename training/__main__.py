@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import fields
+
+from ferdash.train_settings import (
+    CLASS_WEIGHT_MODES,
+    DEFAULTS,
+    MIXED_PRECISION_MODES,
+    TTA_MODES,
+    TrainConfig,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter.
 
@@ -145,24 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"one of {', '.join(sorted(REGISTRY))}. {arch_help}")
     t.add_argument("--out", required=True, metavar="RUN", help="run directory, e.g. models/NAME")
     t.add_argument("--classes", type=_classes, metavar="A,B", help="comma-separated class subset, e.g. happy,sad (default: all folders)")
-    t.add_argument("--epochs", type=_positive, default=30, metavar="N", help="epochs to train in total (a resumed run ends at this count)")
-    t.add_argument("--batch-size", type=_positive, default=64, metavar="N", help="per-device batch size (scaled by the GPU count)")
+    t.add_argument("--epochs", type=_positive, default=DEFAULTS.epochs, metavar="N", help="epochs to train in total (a resumed run ends at this count)")
+    t.add_argument("--batch-size", type=_positive, default=DEFAULTS.batch_size, metavar="N", help="per-device batch size (scaled by the GPU count)")
     t.add_argument("--image-size", type=_image_size, metavar="S|HxW", help="input HxW or S; default: the architecture's (48, r_parity 244)")
     aug = t.add_mutually_exclusive_group()
     aug.add_argument("--augment", dest="augment", action="store_true", default=None,
                      help="random flip/rotation/zoom/translation/contrast layers (default: on for fernet only)")
     aug.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation layers")
-    t.add_argument("--class-weights", nargs="?", const="balanced", default="none",
-                   choices=["none", "balanced", "sqrt"],
+    t.add_argument("--class-weights", nargs="?", const="balanced", default=DEFAULTS.class_weights,
+                   choices=CLASS_WEIGHT_MODES,
                    help="weight the loss by class counts; bare flag = balanced")
     t.add_argument("--class-boost", type=_class_boost, metavar="C=F[,C=F]",
                    help="multiply the loss weight of these classes, e.g. fear=1.5 (on top of --class-weights)")
-    t.add_argument("--val-split", type=_fraction, default=0.1, metavar="F",
+    t.add_argument("--val-split", type=_fraction, dest="validation_split", default=DEFAULTS.validation_split, metavar="F",
                    help="validation fraction of the training folder, used only when DATA has no val/")
-    t.add_argument("--seed", type=_seed, default=1234, metavar="N", help="seed of keras.utils.set_random_seed, shuffling and the split")
-    t.add_argument("--patience", type=_non_negative, default=10, metavar="N", help="EarlyStopping patience (epochs without better val_accuracy)")
-    t.add_argument("--lr-patience", type=_non_negative, default=4, metavar="N", help="ReduceLROnPlateau patience (epochs without lower val_loss; LR halves)")
-    t.add_argument("--tta", choices=["none", "hflip"], default="none",
+    t.add_argument("--seed", type=_seed, default=DEFAULTS.seed, metavar="N", help="seed of keras.utils.set_random_seed, shuffling and the split")
+    t.add_argument("--patience", type=_non_negative, default=DEFAULTS.patience, metavar="N", help="EarlyStopping patience (epochs without better val_accuracy)")
+    t.add_argument("--lr-patience", type=_non_negative, default=DEFAULTS.lr_patience, metavar="N", help="ReduceLROnPlateau patience (epochs without lower val_loss; then the rate is multiplied by --lr-factor)")
+    t.add_argument("--tta", choices=TTA_MODES, default="none",
                    help="test-time augmentation recorded in run.json and used by evaluation and the app")
     t.add_argument("--init-from", metavar="RUN",
                    help="start from the weights of run directory RUN (same architecture and input "
@@ -171,20 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="starting learning rate (default: the architecture's); lower it to fine-tune")
     from training.architectures import OPTIMIZERS
 
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default="default",
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.optimizer,
                    help="the architecture's own, or sgd: Nesterov momentum 0.9, lr 0.01, weight decay 1e-4")
     t.add_argument("--weight-decay", type=_non_negative_float, metavar="F",
                    help="decoupled weight decay (default: the optimizer's; sgd 1e-4)")
     t.add_argument("--ema", action="store_true",
                    help="keep an exponential moving average of the weights; validate, checkpoint and ship it")
-    t.add_argument("--lr-factor", type=_fraction, default=0.5, metavar="F",
+    t.add_argument("--lr-factor", type=_fraction, default=DEFAULTS.lr_factor, metavar="F",
                    help="ReduceLROnPlateau's factor (0.5 halves the rate)")
-    t.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto",
+    t.add_argument("--mixed-precision", choices=MIXED_PRECISION_MODES, default=DEFAULTS.mixed_precision,
                    help="mixed_float16; auto = on when a GPU is present")
     t.add_argument("--limit", type=_positive, dest="limit_per_class", metavar="N",
                    help="use at most this many images per class (smoke runs)")
     t.add_argument("--overwrite", action="store_true", help="discard an existing run in OUT and start over")
-    t.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras fit verbosity (1 = progress bar)")
+    t.add_argument("--verbose", type=int, choices=[0, 1, 2], default=DEFAULTS.verbose, help="Keras fit verbosity (1 = progress bar)")
 
     e = sub.add_parser(
         "evaluate",
@@ -231,36 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if report.written else 1
     if args.command == "train":
         from training.data import DataError
-        from training.train import TrainConfig, TrainingError, run_training
+        from training.train import TrainingError, run_training
 
-        cfg = TrainConfig(
-            data=args.data,
-            arch=args.arch,
-            out=args.out,
-            classes=args.classes,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            image_size=args.image_size,
-            augment=args.augment,
-            class_weights=args.class_weights,
-            class_boost=args.class_boost,
-            validation_split=args.val_split,
-            seed=args.seed,
-            patience=args.patience,
-            lr_patience=args.lr_patience,
-            tta=None if args.tta == "none" else args.tta,
-            init_from=args.init_from,
-            learning_rate=args.learning_rate,
-            mixed_precision=args.mixed_precision,
-            optimizer=args.optimizer,
-            weight_decay=args.weight_decay,
-            ema=args.ema,
-            lr_factor=args.lr_factor,
-            limit_per_class=args.limit_per_class,
-            overwrite=args.overwrite,
-            verbose=args.verbose,
-            command=["python", "-m", "training", *argv],
-        )
+        # Each flag's dest is its TrainConfig field ("command" is the subcommand's name).
+        settings = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                    if f.name != "command" and hasattr(args, f.name)}
+        settings["tta"] = None if args.tta == "none" else args.tta
+        cfg = TrainConfig(**settings, command=["python", "-m", "training", *argv])
         try:
             run_training(cfg)
         except (TrainingError, DataError) as exc:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import sys
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ferdash import data_layout
+from ferdash.train_settings import TrainConfig
 from ferdash.rundir import (
     BACKUP_DIR,
     EVALUATION_FILE,
@@ -30,45 +29,6 @@ SPARE_BYTES = 50 * 2**20
 
 class TrainingError(RuntimeError):
     """Training cannot start (or go on); the message says why and what to do."""
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    arch: str
-    out: str
-    classes: list[str] | None = None
-    epochs: int = 30
-    batch_size: int = 64
-    image_size: tuple[int, int] | None = None  # None: the architecture's default.
-    augment: bool | None = None  # None: the architecture's default.
-    class_weights: str = "none"  # none | balanced | sqrt
-    #: Factors on the weights of named classes, e.g. {"fear": 1.5}.
-    class_boost: dict[str, float] | None = None
-    validation_split: float = 0.1
-    seed: int = 1234
-    patience: int = 10
-    lr_patience: int = 4
-    tta: str | None = None
-    #: A run directory of the same architecture whose weights start this run.
-    init_from: str | None = None
-    #: None: the architecture's own starting rate.
-    learning_rate: float | None = None
-    mixed_precision: str = "auto"
-    #: "default" (the architecture's) or "sgd" (see ``training.architectures.OPTIMIZERS``).
-    optimizer: str = "default"
-    #: None: the optimiser's own (the SGD recipe's 1e-4).
-    weight_decay: float | None = None
-    #: Keep an exponential moving average of the weights; validate and keep it.
-    ema: bool = False
-    #: ReduceLROnPlateau's factor.
-    lr_factor: float = 0.5
-    limit_per_class: int | None = None
-    overwrite: bool = False
-    verbose: int = 1
-    command: list[str] = field(default_factory=lambda: list(sys.argv))
-    #: Extra callbacks (tests use one that raises to simulate a crash).
-    extra_callbacks: list[Any] = field(default_factory=list)
 
 
 def _now() -> str:

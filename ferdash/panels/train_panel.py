@@ -16,6 +16,7 @@ from shiny import module, reactive, render, req, ui
 
 from .. import plots, training_jobs
 from ..architectures import ARCHITECTURES
+from ..train_settings import CLASS_WEIGHT_MODES, DEFAULTS
 from ..rundir import RunListing
 from ..training_jobs import (
     DataFolder,
@@ -30,6 +31,7 @@ from ..training_jobs import (
 )
 
 POLL_SECS = 1.0
+_CLASS_WEIGHT_LABELS = {"sqrt": "square root"}
 #: The smallest image size any network takes: the lower bound of the size field.
 SMALLEST_IMAGE_SIZE = min(spec.min_image_size for spec in ARCHITECTURES.values())
 
@@ -66,8 +68,10 @@ def panel_ui() -> ui.TagChild:
             ui.input_text("name", "Run name", value="dashboard_run"),
             ui.output_ui("runs_root_note"),
             ui.layout_columns(
-                ui.input_numeric("epochs", "Epochs", value=30, min=1, max=1000, step=1),
-                ui.input_numeric("batch_size", "Batch size", value=64, min=1, max=4096, step=1),
+                ui.input_numeric("epochs", "Epochs", value=DEFAULTS.epochs, min=1, max=1000, step=1),
+                ui.input_numeric(
+                    "batch_size", "Batch size", value=DEFAULTS.batch_size, min=1, max=4096, step=1
+                ),
                 col_widths=[6, 6],
             ),
             ui.layout_columns(
@@ -88,7 +92,8 @@ def panel_ui() -> ui.TagChild:
             ui.input_select(
                 "class_weights",
                 "Class weights",
-                choices={"none": "none", "balanced": "balanced", "sqrt": "square root"},
+                choices={mode: _CLASS_WEIGHT_LABELS.get(mode, mode) for mode in CLASS_WEIGHT_MODES},
+                selected=DEFAULTS.class_weights,
             ),
             ui.input_checkbox("overwrite", "Replace an existing run of that name", value=False),
             ui.div(
