@@ -326,7 +326,7 @@ def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
 
 
 def test_paths_are_the_same_run_however_they_are_spelt(tmp_path: Path, monkeypatch) -> None:
-    from training.train import _same
+    from training.resume import _same
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "a").mkdir(parents=True)

@@ -1,4 +1,7 @@
-"""Making a killed run continue exactly where it stopped.
+"""Making a killed run continue exactly where it stopped, and deciding whether it should.
+
+:func:`already_finished` and :func:`plan_start` decide what the command does with what
+``--out`` already holds (return at once, start fresh, resume, or only finish).
 
 ``BackupAndRestore`` restores weights, optimizer state and the epoch counter, but the
 other pieces of a run's state live elsewhere and need help:
@@ -26,6 +29,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import keras
+
+from ferdash.rundir import (
+    BACKUP_DIR,
+    EVALUATION_FILE,
+    HISTORY_FILE,
+    LITE_FILE,
+    MODEL_FILE,
+    RUN_FILE,
+    read_run_info,
+)
+from training.errors import TrainingError
 
 WEIGHTS_FILE = "latest.weights.h5"
 METADATA_FILE = "training_metadata.json"
@@ -195,3 +209,100 @@ class ResumableSwapEMAWeights(keras.callbacks.SwapEMAWeights):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._ema_weights_in_model = self._restored
+
+
+# --- what the command does with what is already in --out -------------------------------
+
+#: The files of the contract (and the TF Lite copy) that make a folder hold a run.
+_RUN_FILES = (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE, LITE_FILE)
+#: Identity entries that name a path: compared as the same file, however they are spelt.
+_PATH_KEYS = ("data", "init_from")
+
+
+def _resolved(key: str, value: Any) -> Any:
+    """A path entry as the folder it names ("../x" there and "../x" now may be two folders)."""
+    return os.path.realpath(value) if key in _PATH_KEYS and isinstance(value, str) else value
+
+
+def _same(key: str, there: Any, now: Any) -> bool:
+    return _resolved(key, there) == _resolved(key, now)
+
+
+def check_same_run(out: Path, meta: dict[str, Any], expected: dict[str, Any], what: str) -> None:
+    """Refuse to continue a run of other settings: its epochs and ours would share a history."""
+    diffs = [
+        f"{k}: {_resolved(k, meta.get(k))!r} there, {_resolved(k, v)!r} now"
+        for k, v in expected.items()
+        if k in meta and not _same(k, meta.get(k), v)
+    ]
+    if diffs:
+        fix = (
+            "re-run its own command to resume it, or pass --overwrite to start over"
+            if what == "an unfinished run"
+            else "pass --overwrite to retrain it, or choose another --out"
+        )
+        raise TrainingError(f"{out} holds {what} with other settings ({'; '.join(diffs)}); {fix}")
+
+
+def read_meta(out: Path) -> dict[str, Any] | None:
+    try:
+        return read_run_info(out).meta
+    except Exception:  # No or broken run.json.
+        return None
+
+
+def already_finished(
+    out: Path, identity: dict[str, Any], *, overwrite: bool, log: Callable[[str], Any]
+) -> bool:
+    """Whether ``out`` holds this very run, finished: its own command then returns at
+    once, before the data is read (neither the data nor an --init-from run need still be
+    there). Refuses a finished run of other settings, and a folder holding files of a
+    run this command did not start."""
+    if overwrite:
+        return False
+    meta = read_meta(out)
+    if not (out / BACKUP_DIR).exists() and meta is not None and meta.get("finished"):
+        check_same_run(out, meta, identity, "a finished run")
+        log(f"{out} already holds a finished run ({meta['finished']}); pass --overwrite to retrain")
+        return True
+    if (meta is None or "finished" not in meta) and any((out / n).exists() for n in _RUN_FILES):
+        raise TrainingError(
+            f"{out} holds a run that this command did not start (its run.json is missing, "
+            "unreadable or has no 'finished' entry); pass --overwrite to replace it, or "
+            "choose another --out"
+        )
+    return False
+
+
+def plan_start(
+    out: Path,
+    identity: dict[str, Any],
+    *,
+    overwrite: bool,
+    model_loads: Callable[[Path], bool],
+    log: Callable[[str], Any],
+) -> str:
+    """How training starts, once the data is read (``identity`` then has its classes):
+
+    - ``"fresh"``: nothing to continue (or ``--overwrite``): clear the folder and train;
+    - ``"resume"``: a backup of this run's settings: continue from it (it may still turn
+      out unloadable, see :func:`restorable_epoch`);
+    - ``"finish"``: every epoch was trained (``fit_ended`` is written just before
+      BackupAndRestore deletes the backup) but a stop came before the run was finished:
+      train nothing, only finish it.
+    """
+    if overwrite:
+        return "fresh"
+    has_backup = (out / BACKUP_DIR).exists()
+    meta = read_meta(out) or {}
+    fit_ended = bool(meta.get("fit_ended"))
+    if has_backup or fit_ended:
+        check_same_run(out, meta, identity, "an unfinished run")
+    if fit_ended:
+        if model_loads(out / MODEL_FILE):
+            log(f"{out}: its epochs were all trained but the run was stopped before it was finished; finishing it")
+            return "finish"
+        log(f"{out}: its training had ended but model.keras cannot be loaded: training it again")
+        return "fresh"
+    # No backup: stopped during its first epoch, before any was written, or never begun.
+    return "resume" if has_backup else "fresh"

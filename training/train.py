@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from ferdash import data_layout
-from ferdash.train_settings import TrainConfig
 from ferdash.rundir import (
     BACKUP_DIR,
     EVALUATION_FILE,
@@ -18,17 +17,14 @@ from ferdash.rundir import (
     LITE_FILE,
     MODEL_FILE,
     RUN_FILE,
-    read_run_info,
     write_run_info,
 )
+from ferdash.train_settings import TrainConfig
+from training.errors import TrainingError
 
 LOGS_DIR = "logs"
 #: Free space demanded beyond the estimated size of the files a run writes.
 SPARE_BYTES = 50 * 2**20
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start (or go on); the message says why and what to do."""
 
 
 def _now() -> str:
@@ -71,36 +67,6 @@ def _clear_run(out: Path) -> None:
         shutil.rmtree(out / name, ignore_errors=True)
 
 
-#: The files of the contract (and the TF Lite copy) that make a folder hold a run.
-_RUN_FILES = (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE, LITE_FILE)
-#: Identity entries that name a path: compared as the same file, however they are spelt.
-_PATH_KEYS = ("data", "init_from")
-
-
-def _resolved(key: str, value: Any) -> Any:
-    """A path entry as the folder it names ("../x" there and "../x" now may be two folders)."""
-    return os.path.realpath(value) if key in _PATH_KEYS and isinstance(value, str) else value
-
-
-def _same(key: str, there: Any, now: Any) -> bool:
-    return _resolved(key, there) == _resolved(key, now)
-
-
-def _check_same_run(out: Path, meta: dict[str, Any], expected: dict[str, Any], what: str) -> None:
-    diffs = [
-        f"{k}: {_resolved(k, meta.get(k))!r} there, {_resolved(k, v)!r} now"
-        for k, v in expected.items()
-        if k in meta and not _same(k, meta.get(k), v)
-    ]
-    if diffs:
-        fix = (
-            "re-run its own command to resume it, or pass --overwrite to start over"
-            if what == "an unfinished run"
-            else "pass --overwrite to retrain it, or choose another --out"
-        )
-        raise TrainingError(f"{out} holds {what} with other settings ({'; '.join(diffs)}); {fix}")
-
-
 def _history_header(path: Path) -> list[str]:
     from training import resume
 
@@ -108,13 +74,6 @@ def _history_header(path: Path) -> list[str]:
         return resume.read_history_rows(path)[0]
     except (OSError, UnicodeDecodeError, csv.Error):
         return []
-
-
-def _read_meta(out: Path) -> dict[str, Any] | None:
-    try:
-        return read_run_info(out).meta
-    except Exception:  # No or broken run.json.
-        return None
 
 
 def _check_image_size(arch: str, size: tuple[int, int]) -> None:
@@ -184,21 +143,8 @@ def _run_training(cfg: TrainConfig, log) -> Path:
         "val_split": None if val_folder else cfg.validation_split,
     }
     backup_dir = out / BACKUP_DIR
-    if not cfg.overwrite:
-        # Decided before the data is read: a finished run's own command returns at once,
-        # and neither the data nor an --init-from run need still be there.
-        meta_there = _read_meta(out)
-        if not backup_dir.exists() and meta_there is not None and meta_there.get("finished"):
-            _check_same_run(out, meta_there, identity, "a finished run")
-            log(f"{out} already holds a finished run ({meta_there['finished']}); pass --overwrite to retrain")
-            return out
-        if meta_there is None or "finished" not in meta_there:
-            if any((out / name).exists() for name in _RUN_FILES):
-                raise TrainingError(
-                    f"{out} holds a run that this command did not start (its run.json is "
-                    "missing, unreadable or has no 'finished' entry); pass --overwrite to "
-                    "replace it, or choose another --out"
-                )
+    if resume.already_finished(out, identity, overwrite=cfg.overwrite, log=log):
+        return out
 
     import keras
     import tensorflow as tf
@@ -225,25 +171,13 @@ def _run_training(cfg: TrainConfig, log) -> Path:
     weights = class_weights(data.train_counts, data.classes, cfg.class_weights, cfg.class_boost)
     identity["classes"] = data.classes
 
-    if cfg.overwrite:
+    start = resume.plan_start(out, identity, overwrite=cfg.overwrite, model_loads=_loads, log=log)
+    if start == "finish":
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        return _finish(out, cfg, data, size, model=None, log=log)
+    if start == "fresh":
         _clear_run(out)
-    has_backup = backup_dir.exists()
-    meta_there = _read_meta(out) or {}
-    fit_ended = bool(meta_there.get("fit_ended"))
-    if has_backup or fit_ended:
-        _check_same_run(out, meta_there, identity, "an unfinished run")
-    if fit_ended:
-        # fit had ended (``fit_ended`` is written just before BackupAndRestore deletes
-        # the backup) and a stop came during the steps after it: finish, train nothing.
-        if _loads(out / MODEL_FILE):
-            log(f"{out}: its epochs were all trained but the run was stopped before it was finished; finishing it")
-            shutil.rmtree(backup_dir, ignore_errors=True)
-            return _finish(out, cfg, data, size, model=None, log=log)
-        log(f"{out}: its training had ended but model.keras cannot be loaded: training it again")
-        has_backup = False
-    if not has_backup:
-        # Nothing to resume (e.g. stopped during its first epoch, before any backup): start clean.
-        _clear_run(out)
+    has_backup = start == "resume"
 
     def new_model(recall: bool) -> Any:
         with device.strategy.scope():
