@@ -28,6 +28,7 @@ from .rundir import (
     RunDirError,
     RunInfo,
     RunListing,
+    accuracy_columns,
     file_stamp,
     read_evaluation,
     read_history,
@@ -43,9 +44,6 @@ TRAIN_COMMAND = "python -m training train --data DIR --arch fernet --out models/
 #: Most faces the gallery shows at once; the rest are counted, not rendered.
 GALLERY_LIMIT = 60
 
-#: Accuracy column names Keras may log, in order of preference.
-_ACCURACY_COLUMNS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
-_LR_COLUMNS = ("learning_rate", "lr")
 
 
 @dataclass(frozen=True)
@@ -152,21 +150,6 @@ def has_model(listing: RunListing) -> bool:
 
 
 # --- history --------------------------------------------------------------------------
-
-
-def accuracy_columns(history: pd.DataFrame) -> tuple[str | None, str | None]:
-    """(train, validation) accuracy column names present in ``history``."""
-    for name in _ACCURACY_COLUMNS:
-        if name in history.columns or f"val_{name}" in history.columns:
-            train = name if name in history.columns else None
-            val = f"val_{name}" if f"val_{name}" in history.columns else None
-            return train, val
-    return None, None
-
-
-def lr_column(history: pd.DataFrame) -> str | None:
-    """The learning-rate column, when the run logged one."""
-    return next((c for c in _LR_COLUMNS if c in history.columns), None)
 
 
 def best_epoch(history: pd.DataFrame, meta: dict[str, Any] | None = None) -> tuple[int | None, str]:

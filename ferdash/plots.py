@@ -6,26 +6,27 @@ count its bars, lines, cells and labels.
 
 from __future__ import annotations
 
-import matplotlib
+import io
+from collections.abc import Mapping, Sequence
 
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .rundir import accuracy_columns, lr_column
+
+# Figures are only ever rendered to PNG bytes, in worker threads: no GUI backend.
 matplotlib.use("Agg")
 
-from matplotlib.figure import Figure  # noqa: E402
+
+# --- Inspect: training history and confusion matrix ------------------------------------
 
 
-# --- Inspect: training history and confusion matrix (issue 5) --------------------------
-
-from collections.abc import Mapping, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-_HISTORY_ACCURACY = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
-_HISTORY_LR = ("learning_rate", "lr")
-
-
-def _history_metric(history: pd.DataFrame, names: Sequence[str]) -> str | None:
-    return next((n for n in names if n in history.columns or f"val_{n}" in history.columns), None)
+def _accuracy_metric(history: pd.DataFrame) -> str | None:
+    """The accuracy metric's name (``accuracy``, ``acc``, ...), logged for training or validation."""
+    train, val = accuracy_columns(history)
+    return train or (val.removeprefix("val_") if val else None)
 
 
 def history_figure(
@@ -44,7 +45,7 @@ def history_figure(
     can count them.
     """
     best_epochs = best_epochs or {}
-    with_lr = any(_history_metric(h, _HISTORY_LR) for h in histories.values())
+    with_lr = any(lr_column(h) for h in histories.values())
     ncols = 3 if with_lr else 2
     fig = Figure(figsize=(4.2 * ncols, 4.0), layout="tight")
     axes = fig.subplots(1, ncols, squeeze=False)[0]
@@ -55,7 +56,7 @@ def history_figure(
         colour = colours[i % len(colours)]
         x = history["epoch"].to_numpy() + 1
         best = best_epochs.get(name)
-        acc = _history_metric(history, _HISTORY_ACCURACY)
+        acc = _accuracy_metric(history)
         for ax, metric in ((ax_loss, "loss"), (ax_acc, acc)):
             if metric is None:
                 continue
@@ -76,8 +77,8 @@ def history_figure(
             if best is not None and (history["epoch"] == best).any():
                 ax.axvline(best + 1, color=colour, linestyle=":", linewidth=1).set_gid("best-epoch")
         if with_lr:
-            lr = _history_metric(history, _HISTORY_LR)
-            if lr is not None and lr in history.columns:
+            lr = lr_column(history)
+            if lr is not None:
                 (line,) = axes[2].plot(x, history[lr].to_numpy(), "-", color=colour, label=name)
                 line.set_gid("lr")
 
@@ -265,12 +266,9 @@ def reliability_figure(
     return fig
 
 
-# --- Predict: class probabilities of one image (issue 2) --------------------------------
+# --- Predict: class probabilities of one image ------------------------------------------
 
-import io as _io  # noqa: E402
-from collections.abc import Sequence as _Sequence  # noqa: E402
-
-_FloatSequence = _Sequence[float]  # numpy arrays are accepted too
+_FloatSequence = Sequence[float]  # numpy arrays are accepted too
 
 
 def probability_bar_chart(
@@ -317,6 +315,6 @@ def probability_bar_chart(
 
 def figure_png_bytes(fig: Figure, dpi: int = 100) -> bytes:
     """A figure rendered as PNG bytes (for data-URI images in the page)."""
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()

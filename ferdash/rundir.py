@@ -233,6 +233,27 @@ def class_recall_metrics(classes: list[str] | tuple[str, ...]) -> dict[str, str]
     return names
 
 
+#: Accuracy column names Keras may log in history.csv, in order of preference.
+ACCURACY_COLUMNS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
+#: Learning-rate column names (``lr`` in older Keras).
+LR_COLUMNS = ("learning_rate", "lr")
+
+
+def accuracy_columns(history: pd.DataFrame) -> tuple[str | None, str | None]:
+    """(train, validation) accuracy column names present in ``history``."""
+    for name in ACCURACY_COLUMNS:
+        if name in history.columns or f"val_{name}" in history.columns:
+            train = name if name in history.columns else None
+            val = f"val_{name}" if f"val_{name}" in history.columns else None
+            return train, val
+    return None, None
+
+
+def lr_column(history: pd.DataFrame) -> str | None:
+    """The learning-rate column, when the run logged one."""
+    return next((c for c in LR_COLUMNS if c in history.columns), None)
+
+
 def read_history(run_dir: str | Path) -> pd.DataFrame:
     """Read ``history.csv`` (Keras CSVLogger: ``epoch`` plus one column per metric)."""
     path = Path(run_dir) / HISTORY_FILE
