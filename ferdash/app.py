@@ -7,7 +7,7 @@ from pathlib import Path
 from shiny import App, reactive, ui
 
 from . import config
-from .catalog import run_catalog
+from .panels.catalog import run_catalog
 from .panels import inspect_panel, predict_panel, train_panel
 
 

@@ -34,7 +34,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -426,6 +426,31 @@ def lite_entry(
     if quantization:
         entry["quantization"] = quantization
     return entry
+
+
+#: The files whose change means a run appeared, ended or was rewritten.
+_WATCHED = (RUN_FILE, MODEL_FILE, HISTORY_FILE, EVALUATION_FILE)
+
+
+def runs_signature(dirs: Iterable[str | Path]) -> tuple:
+    """Cheap fingerprint of run folders: changes when a run appears, ends or is rewritten.
+
+    A ``stat`` per watched file, so a poll can call it every few seconds; a folder that
+    cannot be read counts as empty rather than raising into the poll.
+    """
+    sig: list[tuple] = []
+    for root in dirs:
+        try:
+            run_dirs = sorted(p for p in Path(root).iterdir() if p.is_dir())
+        except (OSError, ValueError):
+            sig.append((str(root), None))
+            continue
+        for run_dir in run_dirs:
+            for name in _WATCHED:
+                stamp = file_stamp(run_dir / name)
+                if stamp is not None:
+                    sig.append((str(run_dir), name, *stamp))
+    return tuple(sig)
 
 
 def discover_runs(*roots: str | Path) -> list[RunListing]:

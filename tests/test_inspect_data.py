@@ -230,3 +230,13 @@ def test_discovering_runs_in_unreadable_folders_lists_nothing_and_raises_nothing
     make_run(tmp_path / "runs", "a")
     roots = [tmp_path / ("x" * 300), tmp_path / "missing", str(tmp_path) + "/bad\x00name", tmp_path / "runs"]
     assert [r.name for r in discover_runs(*roots)] == ["a"]
+
+
+def test_the_runs_signature_changes_with_a_run_and_survives_unreadable_folders(tmp_path: Path) -> None:
+    from ferdash.rundir import runs_signature
+
+    roots = [tmp_path / "runs", tmp_path / ("x" * 300), str(tmp_path) + "/bad\x00name"]
+    before = runs_signature(roots)
+    make_run(tmp_path / "runs", "a")
+    after = runs_signature(roots)
+    assert after != before and any("a" == Path(entry[0]).name for entry in after if len(entry) > 2)

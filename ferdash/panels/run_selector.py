@@ -1,6 +1,6 @@
 """The run selector shared by the Inspect panels, and the "extra runs folder" input.
 
-It lists the same run catalog as the Predict panel (``ferdash.catalog.run_catalog``),
+It lists the same run catalog as the Predict panel (``ferdash.panels.catalog.run_catalog``),
 broken runs included: those are listed so the panels can say what is wrong with them.
 """
 
