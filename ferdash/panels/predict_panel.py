@@ -28,8 +28,9 @@ from ..inspect_data import selector_choices
 from ..model_store import LoadedRun, get_loaded_run
 from ..predictor import ModelLoadError
 from ..rundir import FER2013_CLASSES, RunInfo, RunListing
-from ..webcam import WebcamError, decode_snapshot, snapshot_button
+from ..webcam import WebcamError, decode_snapshot
 from .uploads import UploadList, checked_upload_list, session_upload_dir
+from .webcam_button import snapshot_button
 
 MODE_FER7 = "fer7"
 MODE_HAPPY_SAD = "happy_sad"
