@@ -12,7 +12,6 @@ import io
 import re
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
 import cv2
@@ -23,7 +22,7 @@ from shiny import Inputs, Outputs, Session, module, reactive, render, req, ui
 
 from .. import plots, saliency, wording
 from ..imaging import ACCEPT, MAX_PIXELS, MAX_UPLOAD_BYTES, png_data_uri, shrink_to_max_side
-from ..inference import ImageResult, PrepareCache, analyse
+from ..inference import FileSource, ImageResult, PrepareCache, analyse
 from ..inspect_data import selector_choices
 from ..model_store import LoadedRun, get_loaded_run
 from ..predictor import ModelLoadError
@@ -179,18 +178,16 @@ def panel_server(
     # a calc, even an async one, would hold every other session's clicks and uploads.
     @reactive.extended_task
     async def analysis_task(
-        files: list[dict], info: RunInfo | None, cache: PrepareCache, with_saliency: bool = False
+        files: list[FileSource], info: RunInfo | None, cache: PrepareCache, with_saliency: bool = False
     ) -> _Analysis:
-        return await asyncio.to_thread(
-            _analyse_upload, files, info, cache, with_saliency, upload_dir
-        )
+        return await asyncio.to_thread(_analyse_upload, files, info, cache, with_saliency)
 
     # Only files Shiny stored for this session are ever opened (see uploads.py).
     upload_dir = session_upload_dir(session)
 
     # A webcam snapshot replaces the last upload's results, and an upload the last
     # snapshot's: whichever came last is analysed, by the same task.
-    snapshot: reactive.Value[list[dict] | None] = reactive.value(None)
+    snapshot: reactive.Value[list[FileSource] | None] = reactive.value(None)
     camera_error: reactive.Value[str | None] = reactive.value(None)
 
     @reactive.effect
@@ -208,7 +205,7 @@ def panel_server(
             camera_error.set(str(exc))
             return
         camera_error.set(None)
-        snapshot.set([{"name": name, "data": data}])
+        snapshot.set([(name, data)])
 
     @reactive.calc
     def upload_list() -> UploadList | None:
@@ -217,12 +214,13 @@ def panel_server(
         value = input.upload()
         return None if value is None else checked_upload_list(value)
 
-    def current_files() -> list[dict] | None:
+    @reactive.calc
+    def current_files() -> list[FileSource] | None:
         shot = snapshot()
         if shot is not None:
             return shot
         checked = upload_list()
-        return checked.files if checked is not None else None
+        return checked.sources(upload_dir) if checked is not None else None
 
     # Decoded and cropped images of the current upload: switching model or mode re-runs
     # only the model. A new dict per upload, so it holds one upload at most; tasks of one
@@ -457,11 +455,10 @@ class _Analysis:
 
 
 def _analyse_upload(
-    files: list[dict],
+    files: list[FileSource],
     info: RunInfo | None,
     cache: PrepareCache,
     with_saliency: bool = False,
-    upload_dir: Path | None = None,
 ) -> _Analysis:
     # Runs in a worker thread: the model store's locks make loading safe, and the traced
     # predictor may be called from several threads.
@@ -474,12 +471,7 @@ def _analyse_upload(
             error = f"The model of run “{info.name}” cannot be used: {exc}"
         except Exception as exc:  # e.g. TensorFlow failing to import: still show the images
             error = f"The model of run “{info.name}” cannot be used ({type(exc).__name__}: {exc})"
-    # A webcam snapshot arrives as bytes ("data"); an upload as Shiny's file entry.
-    sources = [
-        (str(f.get("name", "")), f["data"] if isinstance(f.get("data"), bytes) else f)
-        for f in files
-    ]
-    results = analyse(sources, model, cache, upload_dir)
+    results = analyse(files, model, cache)
     maps = _saliency_overlays(results, model) if with_saliency and model is not None else None
     # Every image of the cards is encoded here, off the event loop: an upload of 100 files
     # would otherwise stall all sessions while its previews are PNG-encoded.
