@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import faces, imaging
+from . import faces, imaging, wording
 from .imaging import UploadError
 from .model_store import LoadedRun
 
@@ -65,10 +65,8 @@ class ImageResult:
 
     @property
     def top(self) -> tuple[str, float] | None:
-        if self.probs is None:
-            return None
-        i = int(np.argmax(self.probs))
-        return self.classes[i], float(self.probs[i])
+        """The most probable class and its probability, as the card's sentence names it."""
+        return None if self.probs is None else wording.top_class(self.classes, self.probs)
 
 
 def prepare_image(data: bytes, input_size: tuple[int, int]) -> Prepared:
