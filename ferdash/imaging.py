@@ -495,4 +495,9 @@ def png_data_uri(image: np.ndarray, max_side: int | None = None) -> str:
             )
     buf = io.BytesIO()
     pil.save(buf, format="PNG", optimize=False, compress_level=3)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_bytes_data_uri(buf.getvalue())
+
+
+def png_bytes_data_uri(png: bytes) -> str:
+    """A PNG file's bytes (e.g. a Matplotlib figure's) as a data URI for an ``<img>``."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

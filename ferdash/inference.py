@@ -7,16 +7,14 @@ is called once for all faces of an upload (one batch), not once per image.
 
 from __future__ import annotations
 
-import stat
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from . import faces, imaging
-from .imaging import MAX_UPLOAD_BYTES, UploadError
+from . import faces, imaging, wording
+from .imaging import UploadError
 from .model_store import LoadedRun
 
 #: Crop size shown when no model is installed (FER2013's).
@@ -29,9 +27,6 @@ PREVIEW_KEEP_MAX_SIDE = 720
 #: Files beyond this in one upload are not processed (each gets a message), so one
 #: upload cannot hold the session for minutes.
 MAX_FILES_PER_UPLOAD = 100
-
-#: What a file input entry that names no file of this session's uploads gets.
-NOT_RECEIVED = "The upload did not reach the server."
 
 
 @dataclass(frozen=True)
@@ -70,10 +65,8 @@ class ImageResult:
 
     @property
     def top(self) -> tuple[str, float] | None:
-        if self.probs is None:
-            return None
-        i = int(np.argmax(self.probs))
-        return self.classes[i], float(self.probs[i])
+        """The most probable class and its probability, as the card's sentence names it."""
+        return None if self.probs is None else wording.top_class(self.classes, self.probs)
 
 
 def prepare_image(data: bytes, input_size: tuple[int, int]) -> Prepared:
@@ -119,50 +112,35 @@ def display_name(raw: str) -> str:
     return cleaned if len(cleaned) <= MAX_NAME_CHARS else cleaned[: MAX_NAME_CHARS - 1] + "…"
 
 
-def read_shiny_upload(
-    upload: Mapping[str, Any], upload_root: Path | None, max_bytes: int = MAX_UPLOAD_BYTES
-) -> bytes:
-    """The bytes of one entry of a Shiny file input (``name``, ``size``, ``datapath``).
+@dataclass(frozen=True)
+class StoredFile:
+    """A file the server keeps (an upload), read only when it is analysed.
 
-    ``upload_root`` is the folder where Shiny stored *this session's* uploads. A browser
-    can set any input over the websocket, this one's datapath included: only a regular
-    file inside that folder is opened, never another session's upload, any other server
-    path, or a device that blocks a worker thread for good. Everything else, and any
-    entry when there is no such folder, "did not reach the server". The size is checked
-    first so an oversized file is refused without being read.
+    ``read`` returns its bytes or raises :class:`UploadError`; it is where a caller
+    checks that the file is one it may open. ``key`` names the file for the prepare
+    cache (its server path, never the user's name); None keeps it out of the cache.
     """
-    size = upload.get("size")
-    if isinstance(size, (int, float)) and size > max_bytes:
-        raise UploadError(f"The file is larger than the {max_bytes // (1024 * 1024)} MB limit.")
-    datapath = upload.get("datapath")
-    if not datapath or not isinstance(datapath, str) or upload_root is None:
-        raise UploadError(NOT_RECEIVED)
-    try:
-        path = Path(datapath).resolve()
-        inside = path.is_relative_to(Path(upload_root).resolve())
-        regular = inside and stat.S_ISREG(path.stat().st_mode)
-    except (OSError, ValueError, RuntimeError):  # NUL bytes, names too long, loops
-        regular = False
-    if not regular:
-        raise UploadError(NOT_RECEIVED)
-    return imaging.read_upload(path, max_bytes)
 
+    key: str | None
+    read: Callable[[], bytes]
+
+
+#: One file to analyse, under the user's name: its bytes, or a file the server keeps.
+FileSource = tuple[str, bytes | StoredFile]
 
 PrepareCache = dict[tuple[str, tuple[int, int]], tuple["Prepared | None", "str | None"]]
 
 
 def analyse(
-    files: Sequence[tuple[str, bytes | Mapping[str, Any]]],
+    files: Sequence[FileSource],
     loaded: LoadedRun | None,
     cache: PrepareCache | None = None,
-    upload_root: Path | None = None,
 ) -> list[ImageResult]:
-    """Results for ``(name, bytes-or-Shiny-upload)`` pairs, in order; never raises for bad files.
+    """Results for ``(name, bytes or stored file)`` pairs, in order; never raises for bad files.
 
     ``cache`` (a dict the caller keeps per upload) remembers the decoded, cropped images
-    of Shiny uploads by server path and input size, so choosing another model re-runs
-    only the model. ``upload_root`` is the session's upload folder (see
-    :func:`read_shiny_upload`); without it a Shiny upload entry is refused.
+    of stored files by key and input size, so choosing another model re-runs only the
+    model.
     """
     input_size = loaded.input_size if loaded else DEFAULT_INPUT_SIZE
     prepared: list[Prepared | None] = []
@@ -173,15 +151,15 @@ def analyse(
             errors.append(f"Not processed: at most {MAX_FILES_PER_UPLOAD} files per upload.")
             continue
         key = None
-        if cache is not None and not isinstance(source, bytes) and source.get("datapath"):
-            key = (str(source["datapath"]), input_size)
+        if cache is not None and isinstance(source, StoredFile) and source.key:
+            key = (source.key, input_size)
             if key in cache:
                 one, error = cache[key]
                 prepared.append(one)
                 errors.append(error)
                 continue
         try:
-            data = source if isinstance(source, bytes) else read_shiny_upload(source, upload_root)
+            data = source if isinstance(source, bytes) else source.read()
             one, error = prepare_image(data, input_size), None
         except UploadError as exc:
             one, error = None, str(exc)

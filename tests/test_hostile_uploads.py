@@ -22,6 +22,7 @@ from shiny.pytest import create_app_fixture
 from shiny.run import ShinyAppProc
 
 from ferdash import inference, model_store
+from ferdash.panels.uploads import stored_upload
 from ferdash.rundir import FER2013_CLASSES, read_run_info
 
 from conftest import APP_ENV, APPS, REPO_ROOT
@@ -125,7 +126,7 @@ def test_a_whole_upload_of_the_corpus_reads_only_the_server_paths(
     OpenedFiles.events.clear()
     OpenedFiles.recording = True
     try:
-        results = inference.analyse([(f["name"], f) for f in files], fer7, cache={}, upload_root=upload_dir)
+        results = inference.analyse([(f["name"], stored_upload(f, upload_dir)) for f in files], fer7, cache={})
     finally:
         OpenedFiles.recording = False
 

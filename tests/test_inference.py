@@ -12,7 +12,8 @@ from skimage import data
 
 from ferdash import inference, model_store, plots, wording
 from ferdash.imaging import UploadError
-from ferdash.panels.predict_panel import csv_text, results_frame
+from ferdash.panels.uploads import NOT_RECEIVED, read_shiny_upload, stored_upload
+from ferdash.prediction import csv_text, results_frame
 from ferdash.rundir import FER2013_CLASSES, read_run_info
 
 from tiny_runs import make_default_runs
@@ -93,10 +94,10 @@ def test_without_a_model_images_are_still_read(astronaut_png: bytes) -> None:
 
 def test_shiny_upload_size_is_checked_before_reading(tmp_path: Path) -> None:
     with pytest.raises(UploadError, match="larger than"):
-        inference.read_shiny_upload({"name": "x.png", "size": 10**9, "datapath": str(tmp_path / "nope")}, tmp_path)
+        read_shiny_upload({"name": "x.png", "size": 10**9, "datapath": str(tmp_path / "nope")}, tmp_path)
     path = tmp_path / "0.png"
     path.write_bytes(b"abc")
-    assert inference.read_shiny_upload({"name": "../../etc/passwd", "size": 3, "datapath": str(path)}, tmp_path) == b"abc"
+    assert read_shiny_upload({"name": "../../etc/passwd", "size": 3, "datapath": str(path)}, tmp_path) == b"abc"
 
 
 def test_the_r_sentence_word_for_word() -> None:
@@ -191,10 +192,10 @@ def test_prepare_cache_skips_decoding_for_another_model(
     path.write_bytes(astronaut_png)
     upload = {"name": "a.png", "size": len(astronaut_png), "datapath": str(path)}
     cache: inference.PrepareCache = {}
-    first = inference.analyse([("a.png", upload)], loaded_runs["fer7"], cache, tmp_path)
+    first = inference.analyse([("a.png", stored_upload(upload, tmp_path))], loaded_runs["fer7"], cache)
     calls = []
     monkeypatch.setattr(inference, "prepare_image", lambda *a: calls.append(a))
-    second = inference.analyse([("a.png", upload)], loaded_runs["happy_sad"], cache, tmp_path)
+    second = inference.analyse([("a.png", stored_upload(upload, tmp_path))], loaded_runs["happy_sad"], cache)
     assert calls == []  # same upload, same input size: decoded once
     assert second[0].prepared is first[0].prepared
     assert second[0].probs.shape == (2,)
@@ -204,7 +205,7 @@ def test_prepare_cache_skips_decoding_for_another_model(
 def test_upload_datapath_outside_the_upload_folder_is_refused(datapath: str, tmp_path: Path) -> None:
     # A browser can forge the file input's value; only the session's own uploads open.
     with pytest.raises(UploadError, match="did not reach the server"):
-        inference.read_shiny_upload({"name": "x.png", "size": 10, "datapath": datapath}, tmp_path)
+        read_shiny_upload({"name": "x.png", "size": 10, "datapath": datapath}, tmp_path)
 
 
 def test_another_sessions_upload_is_refused(tmp_path: Path) -> None:
@@ -224,20 +225,19 @@ def test_another_sessions_upload_is_refused(tmp_path: Path) -> None:
     ]
     for datapath in forged:
         with pytest.raises(UploadError, match="did not reach the server"):
-            inference.read_shiny_upload({"name": "x.jpg", "size": 11, "datapath": datapath}, mine)
+            read_shiny_upload({"name": "x.jpg", "size": 11, "datapath": datapath}, mine)
     (mine / "link.jpg").symlink_to(photo)  # a link planted inside points outside
     with pytest.raises(UploadError, match="did not reach the server"):
-        inference.read_shiny_upload({"name": "x.jpg", "size": 11, "datapath": str(mine / "link.jpg")}, mine)
+        read_shiny_upload({"name": "x.jpg", "size": 11, "datapath": str(mine / "link.jpg")}, mine)
     # Without the session's folder nothing is opened at all.
     with pytest.raises(UploadError, match="did not reach the server"):
-        inference.read_shiny_upload({"name": "x.jpg", "size": 11, "datapath": str(photo)}, None)
-    assert inference.analyse([("x.jpg", {"name": "x.jpg", "datapath": str(photo)})], None)[0].error == (
-        inference.NOT_RECEIVED
-    )
+        read_shiny_upload({"name": "x.jpg", "size": 11, "datapath": str(photo)}, None)
+    unconfined = stored_upload({"name": "x.jpg", "datapath": str(photo)}, None)
+    assert inference.analyse([("x.jpg", unconfined)], None)[0].error == NOT_RECEIVED
     # Its own upload is read.
     (mine / "tmp2").mkdir()
     (mine / "tmp2" / "0.jpg").write_bytes(b"my photo")
-    assert inference.read_shiny_upload({"name": "x.jpg", "size": 8, "datapath": str(mine / "tmp2" / "0.jpg")}, mine) == b"my photo"
+    assert read_shiny_upload({"name": "x.jpg", "size": 8, "datapath": str(mine / "tmp2" / "0.jpg")}, mine) == b"my photo"
 
 
 def test_file_names_are_shown_without_hidden_characters(astronaut_png: bytes) -> None:

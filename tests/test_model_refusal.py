@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 
 from ferdash import model_store
-from ferdash.panels.predict_panel import _analyse_upload
+from ferdash.panels.uploads import checked_upload_list
+from ferdash.prediction import analyse_upload
 from ferdash.predictor import ModelLoadError
 from ferdash.rundir import read_run_info, write_run_info
 
@@ -105,16 +106,18 @@ def test_the_predict_worker_reports_the_refusal_and_the_next_run_classifies(
     unsafe = read_run_info(lambda_run(tmp_path))
     photo = tmp_path / "0.png"
     photo.write_bytes(_png())
-    upload = [{"name": "face.png", "size": photo.stat().st_size, "datapath": str(photo)}]
+    upload = checked_upload_list(
+        [{"name": "face.png", "size": photo.stat().st_size, "datapath": str(photo)}]
+    ).sources(tmp_path)
 
-    refused = _analyse_upload(upload, unsafe, {}, upload_dir=tmp_path)
+    refused = analyse_upload(upload, unsafe, {})
     assert refused.model_error is not None
     assert "unsafe" in refused.model_error and "unsafe" in refused.model_error.split("“")[1]
     (result,) = refused.results
     assert result.ok and result.probs is None  # the image was read, not classified
 
-    fine = _analyse_upload(upload, read_run_info(runs_root / "happy_sad"), {}, upload_dir=tmp_path)
+    fine = analyse_upload(upload, read_run_info(runs_root / "happy_sad"), {})
     assert fine.model_error is None
     assert fine.results[0].probs is not None and fine.results[0].probs.shape == (2,)
     # The refusal is remembered, not retried on every upload, and still refused.
-    assert _analyse_upload(upload, unsafe, {}, upload_dir=tmp_path).model_error == refused.model_error
+    assert analyse_upload(upload, unsafe, {}).model_error == refused.model_error

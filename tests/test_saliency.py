@@ -143,19 +143,19 @@ def test_overlay_is_rgb_of_the_crop_and_keeps_cold_pixels() -> None:
 
 
 def test_a_card_whose_map_has_no_positive_evidence_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ferdash import saliency
-    from ferdash.panels import predict_panel
+    from ferdash import prediction, saliency
+    from ferdash.inference import ImageResult
 
-    def face(probs: list[float]) -> SimpleNamespace:
+    def face(probs: list[float]) -> ImageResult:
         crop = np.full((SIZE, SIZE), 100, np.uint8)
-        return SimpleNamespace(ok=True, probs=np.array(probs), classes=("happy", "sad"),
-                               prepared=SimpleNamespace(crop=crop))
+        return ImageResult(name="face.png", probs=np.array(probs), classes=("happy", "sad"),
+                           prepared=SimpleNamespace(crop=crop))
 
-    results = [face([0.9, 0.1]), SimpleNamespace(ok=False, probs=None), face([0.2, 0.8])]
+    results = [face([0.9, 0.1]), ImageResult(name="bad.png", error="unreadable"), face([0.2, 0.8])]
     maps = np.zeros((2, SIZE, SIZE), np.float32)
     maps[0, 4:8, 4:8] = 1.0  # evidence for the first face; none for the last
     monkeypatch.setattr(saliency, "run_saliency", lambda model, crops, chosen: maps)
-    cards = predict_panel._saliency_overlays(results, model=None)
+    cards = prediction.saliency_overlays(results, model=None)
     assert cards[0][0].startswith("data:image/png;base64,") and cards[0][1] is None
     assert cards[1] == (None, None)  # not classified: nothing to explain
     uri, note = cards[2]

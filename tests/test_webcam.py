@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from ferdash.imaging import UploadError, decode_image
-from ferdash.webcam import camera_error_text, decode_snapshot, snapshot_button
+from ferdash.panels.webcam_button import snapshot_button
+from ferdash.webcam import camera_error_text, decode_snapshot
 
 
 def _jpeg_data_url(size=(64, 48)) -> str:
