@@ -57,9 +57,6 @@ class LoadedRun:
     quantized: bool = False
     #: The Keras model itself: Grad-CAM (ferdash.saliency) needs its layers.
     model: Any = field(default=None, compare=False, repr=False)
-    #: Companions of the model built on first use and shared with it (the Grad-CAM
-    #: sub-model), so they are dropped with it when the file changes.
-    extras: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     #: run.json's temperature (None: the probabilities are used as the network gives them).
     temperature: float | None = None
 

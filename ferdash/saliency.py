@@ -14,6 +14,7 @@ TensorFlow is imported only when a map is first asked for.
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -148,25 +149,23 @@ def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 _cache_lock = threading.Lock()
+#: Each loaded model's Grad-CAM sub-model (or why it has none), shared by every session;
+#: weakly keyed, so it goes when the model store drops the model.
+_cams: weakref.WeakKeyDictionary[Any, GradCam | SaliencyError] = weakref.WeakKeyDictionary()
 
 
-def gradcam_for(holder: Any, model: Any) -> GradCam:
-    """The :class:`GradCam` of ``model``, built on first use and kept in ``holder.extras``.
-
-    ``holder`` is the cache entry of the loaded run (``ferdash.model_store.LoadedRun``),
-    so the sub-model lives and dies with its model and is shared by every session.
-    """
-    extras: dict[str, Any] = holder.extras
-    cam = extras.get("gradcam")
+def gradcam_for(model: Any) -> GradCam:
+    """The :class:`GradCam` of ``model``, built on first use and kept while the model lives."""
+    cam = _cams.get(model)
     if cam is None:
         with _cache_lock:
-            cam = extras.get("gradcam")
+            cam = _cams.get(model)
             if cam is None:
                 try:
                     cam = GradCam(model)
                 except SaliencyError as exc:
                     cam = exc
-                extras["gradcam"] = cam
+                _cams[model] = cam
     if isinstance(cam, SaliencyError):
         raise cam
     return cam
@@ -199,4 +198,4 @@ def run_saliency(
     """
     if getattr(loaded, "model", None) is None:
         raise SaliencyError("this run's model is not available for Grad-CAM")
-    return gradcam_for(loaded, loaded.model)(crops, class_indices)
+    return gradcam_for(loaded.model)(crops, class_indices)

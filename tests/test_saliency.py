@@ -126,9 +126,8 @@ def test_a_model_without_convolution_is_refused() -> None:
 
 def test_the_sub_model_is_built_once_per_loaded_model() -> None:
     model = _small_net(augment=False)
-    holder = SimpleNamespace(extras={})
-    first = gradcam_for(holder, model)
-    assert gradcam_for(holder, model) is first
+    first = gradcam_for(model)
+    assert gradcam_for(model) is first
 
 
 def test_overlay_is_rgb_of_the_crop_and_keeps_cold_pixels() -> None:
