@@ -26,13 +26,13 @@ from .imaging import png_bytes_data_uri, png_data_uri, shrink_to_max_side
 from .inference import FileSource, ImageResult, PrepareCache, analyse
 from .model_store import LoadedRun, get_loaded_run
 from .predictor import ModelLoadError
-from .rundir import FER2013_CLASSES, RunInfo
+from .rundir import DEFAULT_RUN_NAME, RunInfo, preferred_run
 
 MODE_FER7 = "fer7"
 MODE_HAPPY_SAD = "happy_sad"
 MODES = {MODE_FER7: "Seven expressions", MODE_HAPPY_SAD: "Happy vs sad (original app)"}
 #: The run each mode selects when it exists (the names of the shipped runs).
-DEFAULT_RUN = {MODE_FER7: "fer7", MODE_HAPPY_SAD: "happy_sad"}
+DEFAULT_RUN = {MODE_FER7: DEFAULT_RUN_NAME, MODE_HAPPY_SAD: "happy_sad"}
 
 #: Long side of the uploaded image as a card shows it.
 PREVIEW_MAX_SIDE = 360
@@ -51,13 +51,7 @@ def runs_for_mode(infos: Sequence[RunInfo], mode: str) -> list[RunInfo]:
 
 def default_run(infos: Sequence[RunInfo], mode: str) -> RunInfo | None:
     """The run the mode selects first: its shipped run's name if there, else the first."""
-    named = [info for info in infos if info.name == DEFAULT_RUN.get(mode)]
-    # A run trained under the same name in another runs folder must not take the
-    # shipped model's place: prefer the one with the seven FER2013 classes.
-    named.sort(key=lambda info: tuple(info.classes) != tuple(FER2013_CLASSES))
-    if named:
-        return named[0]
-    return infos[0] if infos else None
+    return preferred_run(infos, DEFAULT_RUN.get(mode))
 
 
 def opening_mode(infos: Sequence[RunInfo], mode: str) -> str | None:

@@ -34,7 +34,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -426,6 +426,22 @@ def lite_entry(
     if quantization:
         entry["quantization"] = quantization
     return entry
+
+
+#: The run the dashboard opens on when it is installed (the shipped seven-class run).
+DEFAULT_RUN_NAME = "fer7"
+
+
+def preferred_run(infos: Sequence[RunInfo], name: str | None) -> RunInfo | None:
+    """The run a selector opens on: the one called ``name`` (a shipped run's) when there
+    is one, else the first. Predict and Inspect share this rule, so both open on the
+    same run. A run trained under the same name in another runs folder must not take
+    the shipped model's place: among several, the one with the seven FER2013 classes."""
+    named = [info for info in infos if info.name == name]
+    named.sort(key=lambda info: tuple(info.classes) != tuple(FER2013_CLASSES))
+    if named:
+        return named[0]
+    return infos[0] if infos else None
 
 
 #: The files whose change means a run appeared, ended or was rewritten.

@@ -240,3 +240,18 @@ def test_the_runs_signature_changes_with_a_run_and_survives_unreadable_folders(t
     make_run(tmp_path / "runs", "a")
     after = runs_signature(roots)
     assert after != before and any("a" == Path(entry[0]).name for entry in after if len(entry) > 2)
+
+
+def test_predict_and_inspect_open_on_the_same_run(tmp_path: Path) -> None:
+    from ferdash.prediction import MODE_FER7, default_run
+    from ferdash.rundir import DEFAULT_RUN_NAME, preferred_run
+
+    make_run(tmp_path / "mine", "a-first")
+    make_run(tmp_path / "mine", DEFAULT_RUN_NAME, classes=("happy", "sad"))  # a namesake
+    make_run(tmp_path / "shipped", DEFAULT_RUN_NAME)
+    infos = [r.info for r in discover_runs(tmp_path / "mine", tmp_path / "shipped")]
+    chosen = preferred_run(infos, DEFAULT_RUN_NAME)
+    assert chosen.path == tmp_path / "shipped" / DEFAULT_RUN_NAME  # the seven-class one
+    assert default_run([i for i in infos if not i.is_happy_sad], MODE_FER7).path == chosen.path
+    assert preferred_run(infos[:1], DEFAULT_RUN_NAME).name == "a-first"
+    assert preferred_run([], DEFAULT_RUN_NAME) is None

@@ -19,7 +19,7 @@ from ..inspect_data import (
     run_label,
     selector_choices,
 )
-from ..rundir import RUN_FILE, RunListing, discover_runs
+from ..rundir import DEFAULT_RUN_NAME, RUN_FILE, RunListing, discover_runs, preferred_run
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,13 @@ def selector_server(
         with reactive.isolate():
             current = input.run()
             overlay = input.overlay() or ()
-        selected = current if current in choices else next(iter(choices), None)
+        if current in choices:
+            selected = current
+        else:
+            # The run Predict opens on too (the shipped seven-class run), else the first.
+            listings = runs()
+            first = preferred_run([r.info for r in listings if r.info is not None], DEFAULT_RUN_NAME)
+            selected = str(first.path) if first is not None else next(iter(choices), None)
         ui.update_select("run", choices=choices, selected=selected)
         ui.update_selectize(
             "overlay", choices=choices, selected=[p for p in overlay if p in choices]
