@@ -7,8 +7,7 @@ import math
 from shiny import module, reactive, render, req, ui
 
 from .. import plots
-from ..inspect_data import Calibration, Loaded, calibration_of, load_evaluation
-from ..rundir import Evaluation
+from ..inspect_data import Calibration, calibration_of
 from .run_selector import RunSelection
 
 #: How a run without stored calibration gets it (the same command training runs).
@@ -45,28 +44,19 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 @module.server
 def panel_server(input, output, session, selection: RunSelection) -> None:
     @reactive.calc
-    def evaluation() -> Loaded[Evaluation] | None:
-        listing = selection.run()
-        return None if listing is None else load_evaluation(listing.path)
-
-    @reactive.calc
     def calibration() -> Calibration | None:
-        loaded = evaluation()
+        loaded = selection.evaluation()
         if loaded is None or not loaded.ok or loaded.value is None:
             return None
         return calibration_of(loaded.value)
 
     @render.ui
     def message() -> ui.TagChild:
+        problem = selection.evaluation_problem()
+        if problem is not None:
+            return problem
         listing = selection.run()
-        if listing is None:
-            return ui.div(selection.missing_message(), class_="alert alert-info")
-        loaded = evaluation()
-        if loaded is not None and not loaded.ok:
-            return ui.div(
-                ui.strong(f"No evaluation for {listing.name}: "), loaded.error,
-                class_="alert alert-warning",
-            )
+        assert listing is not None
         if calibration() is None:
             return ui.div(
                 f"{listing.name}'s evaluation.json holds no calibration figures (a run "

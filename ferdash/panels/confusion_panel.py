@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from shiny import module, reactive, render, req, ui
 
 from .. import plots
-from ..inspect_data import Loaded, load_evaluation, per_class_frame
+from ..inspect_data import per_class_frame
 from ..rundir import Evaluation
 from .run_selector import RunSelection
 from .table_html import frame_table
@@ -101,10 +101,7 @@ def panel_server(
 ) -> reactive.Value[CellRequest | None]:
     clicked: reactive.Value[CellRequest | None] = reactive.value(None)
 
-    @reactive.calc
-    def evaluation() -> Loaded[Evaluation] | None:
-        listing = selection.run()
-        return None if listing is None else load_evaluation(listing.path)
+    evaluation = selection.evaluation
 
     # The matrix and table exist only while there is an evaluation to show, so a broken
     # run shows its message instead of an empty frame. A Value (unlike a calc) only
@@ -126,17 +123,7 @@ def panel_server(
 
     @render.ui
     def message() -> ui.TagChild:
-        listing = selection.run()
-        if listing is None:
-            return ui.div(selection.missing_message(), class_="alert alert-info")
-        loaded = evaluation()
-        if loaded is not None and not loaded.ok:
-            return ui.div(
-                ui.strong(f"No evaluation for {listing.name}: "),
-                loaded.error,
-                class_="alert alert-warning",
-            )
-        return None
+        return selection.evaluation_problem()
 
     def _ok() -> Evaluation:
         loaded = evaluation()

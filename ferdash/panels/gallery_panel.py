@@ -13,7 +13,6 @@ from ..inspect_data import (
     Mistake,
     filter_mistakes,
     gallery_root,
-    load_evaluation,
     misclassified_entries,
     safe_image_path,
     thumbnail_uri,
@@ -84,10 +83,7 @@ def panel_server(
     selection: RunSelection,
     cell_request: Callable[[], CellRequest | None] | None = None,
 ) -> None:
-    @reactive.calc
-    def evaluation():
-        listing = selection.run()
-        return None if listing is None else load_evaluation(listing.path)
+    evaluation = selection.evaluation
 
     @reactive.calc
     def classes() -> tuple[str, ...]:

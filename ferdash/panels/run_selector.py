@@ -13,13 +13,22 @@ from typing import Callable
 from shiny import module, reactive, render, ui
 
 from ..inspect_data import (
+    Loaded,
     has_model,
     inspect_problems,
     no_runs_message,
     run_label,
+    load_evaluation,
     selector_choices,
 )
-from ..rundir import DEFAULT_RUN_NAME, RUN_FILE, RunListing, discover_runs, preferred_run
+from ..rundir import (
+    DEFAULT_RUN_NAME,
+    RUN_FILE,
+    Evaluation,
+    RunListing,
+    discover_runs,
+    preferred_run,
+)
 
 
 @dataclass(frozen=True)
@@ -36,12 +45,27 @@ class RunSelection:
     select: Callable[[str], None]
     #: The folders searched for runs (for the "no runs" message).
     run_dirs: Callable[[], list[Path]]
+    #: The chosen run's evaluation.json (cached per file version), None without a run.
+    evaluation: Callable[[], Loaded[Evaluation] | None]
 
     def missing_message(self) -> str:
         """Why no run is shown: none exists (and how to train one), or none is chosen."""
         if not self.runs():
             return no_runs_message(self.run_dirs())
         return "Choose a run in the sidebar."
+
+    def evaluation_problem(self) -> ui.TagChild:
+        """The alert a panel drawn from the evaluation shows instead of it, or None."""
+        listing = self.run()
+        if listing is None:
+            return ui.div(self.missing_message(), class_="alert alert-info")
+        loaded = self.evaluation()
+        if loaded is not None and not loaded.ok:
+            return ui.div(
+                ui.strong(f"No evaluation for {listing.name}: "), loaded.error,
+                class_="alert alert-warning",
+            )
+        return None
 
 
 def _choices(listings: list[RunListing]) -> dict[str, str]:
@@ -122,8 +146,14 @@ def selector_server(
         # The module's own session: the id "run" is namespaced to this selector.
         ui.update_select("run", selected=path, session=session)
 
+    @reactive.calc
+    def evaluation() -> Loaded[Evaluation] | None:
+        listing = run()
+        return None if listing is None else load_evaluation(listing.path)
+
     selection = RunSelection(
-        runs=runs, run=run, history_runs=history_runs, select=select, run_dirs=run_dirs
+        runs=runs, run=run, history_runs=history_runs, select=select, run_dirs=run_dirs,
+        evaluation=evaluation,
     )
 
     @render.ui
