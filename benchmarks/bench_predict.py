@@ -2,7 +2,7 @@
 with ``model.predict`` for a single face, side by side in one run; then the engines over
 batch sizes, interleaved: the run's TF Lite copy, a float32 copy converted on the spot and
 TensorFlow's traced function, which is why a quantised copy runs every batch and a
-float32 one at most ``ferdash.lite_engine.LITE_MAX_ROWS`` rows.
+float32 one at most ``ferdash.runs.lite_engine.LITE_MAX_ROWS`` rows.
 
     python benchmarks/bench_predict.py [--runs 200] [--model models/fer7]
 
@@ -32,8 +32,10 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
-from ferdash import faces, imaging, inference, model_store  # noqa: E402
-from ferdash.rundir import RunInfo, read_run_info  # noqa: E402
+from ferdash import faces, imaging, inference  # noqa: E402
+
+from ferdash.runs import model_store  # noqa: E402
+from ferdash.runs.rundir import RunInfo, read_run_info  # noqa: E402
 
 
 def photo_640x480_jpeg() -> bytes:
@@ -47,7 +49,7 @@ def photo_640x480_jpeg() -> bytes:
 
 def pick_run(preferred: Path) -> tuple[Path, str]:
     """``preferred`` when shipped, else any shipped run, else a tiny untrained model."""
-    from ferdash.rundir import FER2013_CLASSES, discover_runs
+    from ferdash.runs.rundir import FER2013_CLASSES, discover_runs
 
     if (preferred / "model.keras").is_file():
         return preferred, f"shipped model {preferred.name}"
@@ -99,7 +101,7 @@ def main() -> None:
     med = {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
     # Side by side, interleaved so both see the same machine load.
-    from ferdash.predictor import load_keras_model
+    from ferdash.runs.predictor import load_keras_model
 
     model = load_keras_model(info.model_path)
     model.predict(batch, verbose=0)
@@ -152,8 +154,8 @@ def engine_comparison(
     """Median ms per call of each engine alone for several batch sizes, interleaved: the
     run's TF Lite copy as the app checks it, a float32 copy converted here (what the
     copy was before quantisation), and TensorFlow's traced function."""
-    from ferdash import lite_engine
-    from ferdash.predictor import compiled_predictor, float32_twin
+    from ferdash.runs import lite_engine
+    from ferdash.runs.predictor import compiled_predictor, float32_twin
     from training.export_lite import convert_keras_model
 
     tensorflow = compiled_predictor(loaded.model, info.input_size, tta=loaded.tta)

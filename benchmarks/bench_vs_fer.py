@@ -49,8 +49,10 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
-from ferdash import imaging, inference, model_store  # noqa: E402
-from ferdash.rundir import read_run_info  # noqa: E402
+from ferdash import imaging, inference  # noqa: E402
+
+from ferdash.runs import model_store  # noqa: E402
+from ferdash.runs.rundir import read_run_info  # noqa: E402
 
 INSTALL_HINT = (
     "fer is not installed. Install it outside the project's dependencies:\n"

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from .imaging import shrink_to_max_side
-from .lite_engine import LiteUnavailable, interpreter_class
+from .runs.lite_engine import LiteUnavailable, interpreter_class
 
 MODEL_FILE = Path(__file__).with_name("data") / "blazeface_short_range.tflite"
 #: Checked before the file reaches the interpreter: TensorFlow Lite does not validate a

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import faces, imaging, wording
 from .imaging import UploadError
-from .model_store import LoadedRun
+from .runs.model_store import LoadedRun
 
 #: Crop size shown when no model is installed (FER2013's).
 DEFAULT_INPUT_SIZE = (48, 48)

@@ -1,7 +1,7 @@
 """What the Inspect panels show, read from run directories and cached per file version.
 
 Everything comes from the files a run stored (``run.json``, ``history.csv``,
-``evaluation.json``) through the readers of :mod:`ferdash.rundir`; nothing here
+``evaluation.json``) through the readers of :mod:`ferdash.runs.rundir`; nothing here
 recomputes a metric. Readers are cached on ``(path, mtime, size)``: re-rendering a panel
 costs a ``stat`` per file, and a run that is still training (its ``history.csv``
 growing) is re-read as soon as the file changes.
@@ -19,7 +19,7 @@ from typing import Any, Generic, Iterable, TypeVar
 
 import pandas as pd
 
-from .rundir import (
+from .runs.rundir import (
     EVALUATION_FILE,
     HISTORY_FILE,
     MODEL_FILE,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .rundir import accuracy_columns, lr_column
+from .runs.rundir import accuracy_columns, lr_column
 
 # Figures are only ever rendered to PNG bytes, in worker threads: no GUI backend.
 matplotlib.use("Agg")
@@ -121,12 +121,12 @@ def class_recall_figure(
     """Validation recall of each class per epoch: one panel per run, one line per class.
 
     ``histories`` holds only runs whose ``history.csv`` logged per-class recall
-    (:func:`ferdash.rundir.class_recall_metrics`); ``classes`` gives each run's classes.
+    (:func:`ferdash.runs.rundir.class_recall_metrics`); ``classes`` gives each run's classes.
     A class keeps its colour in every panel, so runs compare class by class. The kept
     epoch is a dotted vertical line, as in :func:`history_figure`. Lines carry the gid
     ``recall`` (and ``best-epoch``) so tests can count them.
     """
-    from .rundir import class_recall_metrics
+    from .runs.rundir import class_recall_metrics
 
     best_epochs = best_epochs or {}
     palette = matplotlib.colormaps["tab10"].colors

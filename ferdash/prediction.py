@@ -24,9 +24,9 @@ import pandas as pd
 from . import plots, saliency, wording
 from .imaging import png_bytes_data_uri, png_data_uri, shrink_to_max_side
 from .inference import FileSource, ImageResult, PrepareCache, analyse
-from .model_store import LoadedRun, get_loaded_run
-from .predictor import ModelLoadError
-from .rundir import DEFAULT_RUN_NAME, RunInfo, preferred_run
+from .runs.model_store import LoadedRun, get_loaded_run
+from .runs.predictor import ModelLoadError
+from .runs.rundir import DEFAULT_RUN_NAME, RunInfo, preferred_run
 
 MODE_FER7 = "fer7"
 MODE_HAPPY_SAD = "happy_sad"

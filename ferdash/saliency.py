@@ -192,7 +192,7 @@ def overlay(crop: np.ndarray, cam: np.ndarray, alpha: float = 0.45, cmap: str = 
 def run_saliency(
     loaded: Any, crops: np.ndarray, class_indices: np.ndarray | list[int] | None = None
 ) -> np.ndarray:
-    """Grad-CAM maps of a loaded run (``ferdash.model_store.LoadedRun``) for its crops.
+    """Grad-CAM maps of a loaded run (``ferdash.runs.model_store.LoadedRun``) for its crops.
 
     The sub-model is built on the first call for that run and kept with it.
     """

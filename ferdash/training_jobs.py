@@ -25,10 +25,10 @@ from datetime import datetime
 from pathlib import Path
 
 from . import config, data_layout
-from .architectures import ARCHITECTURES
+from .runs.architectures import ARCHITECTURES
 from .train_settings import CLASS_WEIGHT_MODES, DEFAULTS
 from .data_layout import TRAINABLE_EXTENSIONS
-from .rundir import (
+from .runs.rundir import (
     BACKUP_DIR,
     HISTORY_FILE,
     RUN_FILE,

@@ -1,6 +1,6 @@
 """Small synthetic run directories for tests: run.json, history.csv, evaluation.json, faces.
 
-No TensorFlow: the files follow the contract of ``ferdash.rundir`` and are written with its
+No TensorFlow: the files follow the contract of ``ferdash.runs.rundir`` and are written with its
 writers, so the Inspect panels can be tested without training anything.
 """
 
@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ferdash.calibration import apply_temperature, calibration_report
-from ferdash.rundir import FER2013_CLASSES, class_recall_metrics, write_evaluation, write_run_info
+from ferdash.runs.calibration import apply_temperature, calibration_report
+from ferdash.runs.rundir import FER2013_CLASSES, class_recall_metrics, write_evaluation, write_run_info
 
 #: Mouth curvature per class (positive = smile), so the generated faces differ visibly.
 _MOUTH = {

@@ -32,7 +32,7 @@ def test_singh_nasoz_has_the_papers_parameter_count() -> None:
 def test_architecture_trains_a_step_and_round_trips(name: str, tmp_path: Path) -> None:
     import keras
 
-    from ferdash.predictor import compiled_predictor, load_keras_model
+    from ferdash.runs.predictor import compiled_predictor, load_keras_model
     from training.architectures import build_model, compile_model
 
     keras.utils.set_random_seed(0)
@@ -80,7 +80,7 @@ def test_per_class_recall_metrics_are_the_confusion_matrix_diagonal_over_its_row
 
 
 def test_recall_column_names_follow_the_classes() -> None:
-    from ferdash.rundir import class_recall_metrics
+    from ferdash.runs.rundir import class_recall_metrics
 
     assert class_recall_metrics(["happy", "sad"]) == {"happy": "recall_happy", "sad": "recall_sad"}
     assert class_recall_metrics(["not happy", "d-1"]) == {"not happy": "recall_not_happy", "d-1": "recall_d_1"}

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ferdash import model_store
-from ferdash.calibration import (
+from ferdash.runs import model_store
+from ferdash.runs.calibration import (
     ECE_BINS,
     TEMPERATURE_MAX,
     apply_temperature,
@@ -20,7 +20,7 @@ from ferdash.calibration import (
     negative_log_likelihood,
     reliability,
 )
-from ferdash.rundir import RUN_FILE, RunDirError, read_evaluation, read_run_info
+from ferdash.runs.rundir import RUN_FILE, RunDirError, read_evaluation, read_run_info
 from tiny_runs import make_tiny_run
 from synthetic_runs import overconfident_probs
 from trainingdata import CLASSES, make_dataset

@@ -21,9 +21,11 @@ from shiny.playwright import controller
 from shiny.pytest import create_app_fixture
 from shiny.run import ShinyAppProc
 
-from ferdash import inference, model_store
+from ferdash import inference
+
+from ferdash.runs import model_store
 from ferdash.panels.uploads import stored_upload
-from ferdash.rundir import FER2013_CLASSES, read_run_info
+from ferdash.runs.rundir import FER2013_CLASSES, read_run_info
 
 from conftest import APP_ENV, APPS, REPO_ROOT
 from hostile_corpus import Case, build_corpus

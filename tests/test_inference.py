@@ -10,11 +10,13 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from ferdash import inference, model_store, plots, wording
+from ferdash import inference, plots, wording
+
+from ferdash.runs import model_store
 from ferdash.imaging import UploadError
 from ferdash.panels.uploads import NOT_RECEIVED, read_shiny_upload, stored_upload
 from ferdash.prediction import csv_text, results_frame
-from ferdash.rundir import FER2013_CLASSES, read_run_info
+from ferdash.runs.rundir import FER2013_CLASSES, read_run_info
 
 from tiny_runs import make_default_runs
 

@@ -12,7 +12,7 @@ import pytest
 from synthetic_runs import history_rows, make_broken_run, make_run, write_history
 
 from ferdash import inspect_data as idata
-from ferdash.rundir import discover_runs, file_stamp, read_evaluation
+from ferdash.runs.rundir import discover_runs, file_stamp, read_evaluation
 
 
 @pytest.fixture(autouse=True)
@@ -233,7 +233,7 @@ def test_discovering_runs_in_unreadable_folders_lists_nothing_and_raises_nothing
 
 
 def test_the_runs_signature_changes_with_a_run_and_survives_unreadable_folders(tmp_path: Path) -> None:
-    from ferdash.rundir import runs_signature
+    from ferdash.runs.rundir import runs_signature
 
     roots = [tmp_path / "runs", tmp_path / ("x" * 300), str(tmp_path) + "/bad\x00name"]
     before = runs_signature(roots)
@@ -244,7 +244,7 @@ def test_the_runs_signature_changes_with_a_run_and_survives_unreadable_folders(t
 
 def test_predict_and_inspect_open_on_the_same_run(tmp_path: Path) -> None:
     from ferdash.prediction import MODE_FER7, default_run
-    from ferdash.rundir import DEFAULT_RUN_NAME, preferred_run
+    from ferdash.runs.rundir import DEFAULT_RUN_NAME, preferred_run
 
     make_run(tmp_path / "mine", "a-first")
     make_run(tmp_path / "mine", DEFAULT_RUN_NAME, classes=("happy", "sad"))  # a namesake

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ferdash import lite_engine, model_store
-from ferdash.predictor import compiled_predictor, computes_in_float32, gpu_present, load_keras_model
-from ferdash.rundir import DYNAMIC_RANGE, LITE_FILE, MODEL_FILE, read_run_info, write_run_info
+from ferdash.runs import lite_engine, model_store
+from ferdash.runs.predictor import compiled_predictor, computes_in_float32, gpu_present, load_keras_model
+from ferdash.runs.rundir import DYNAMIC_RANGE, LITE_FILE, MODEL_FILE, read_run_info, write_run_info
 from tiny_runs import build_tiny_model, empty_cache, make_tiny_run  # noqa: F401 (fixture)
 from training.export_lite import ExportError, export_lite
 
@@ -96,7 +96,7 @@ def test_the_copy_is_dynamic_range_quantised_and_each_face_independent_of_its_ba
     assert np.mean(together.argmax(1) == exact.argmax(1)) >= 0.9
     # Loaded without a tolerance, the copy is held to what its run.json entry calls for
     # (float32's would do for this small model too); a tolerance given is honoured.
-    from ferdash.predictor import compiled_predictor
+    from ferdash.runs.predictor import compiled_predictor
 
     info = read_run_info(run_dir)
     reference = compiled_predictor(_loaded(run_dir).model, info.input_size, tta="hflip")
@@ -196,7 +196,7 @@ def test_a_damaged_copy_is_never_run_and_tensorflow_serves(
 ) -> None:
     # A damaged flatbuffer would crash the process inside TF Lite: the hash refuses it first.
     _damage(exported, how)
-    with caplog.at_level("WARNING", logger="ferdash.model_store"):
+    with caplog.at_level("WARNING", logger="ferdash.runs.model_store"):
         loaded = _loaded(exported)
     assert loaded.engine == "tensorflow"
     reason = "cannot be read" if how == "missing" else "damaged or was replaced"
@@ -208,7 +208,7 @@ def test_a_stale_copy_of_a_retrained_model_is_not_used(
     exported: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     build_tiny_model(7, seed=99).save(exported / MODEL_FILE)  # retrained in place
-    with caplog.at_level("WARNING", logger="ferdash.model_store"):
+    with caplog.at_level("WARNING", logger="ferdash.runs.model_store"):
         loaded = _loaded(exported)
     assert loaded.engine == "tensorflow"
     assert "converted from another model.keras" in caplog.text
@@ -222,11 +222,11 @@ def test_a_copy_of_another_model_is_caught_by_the_probe(
     export_lite(other)
     (exported / LITE_FILE).write_bytes((other / LITE_FILE).read_bytes())
     info = read_run_info(exported)
-    from ferdash.rundir import lite_entry, sha256_file
+    from ferdash.runs.rundir import lite_entry, sha256_file
 
     entry = lite_entry(exported / LITE_FILE, sha256_file(exported / MODEL_FILE))
     write_run_info(exported, info.classes, info.input_size, lite=entry)
-    with caplog.at_level("WARNING", logger="ferdash.model_store"):
+    with caplog.at_level("WARNING", logger="ferdash.runs.model_store"):
         loaded = _loaded(exported)
     assert loaded.engine == "tensorflow"
     assert "disagrees with model.keras" in caplog.text
@@ -245,7 +245,7 @@ def test_a_malformed_entry_is_refused_without_touching_any_path(
     meta = json.loads((exported / "run.json").read_text())
     meta["lite"] = entry
     (exported / "run.json").write_text(json.dumps(meta))
-    with caplog.at_level("WARNING", logger="ferdash.model_store"):
+    with caplog.at_level("WARNING", logger="ferdash.runs.model_store"):
         loaded = _loaded(exported)
     assert loaded.engine == "tensorflow"
     assert "malformed 'lite' entry" in caplog.text
@@ -269,7 +269,7 @@ def test_engine_tensorflow_from_the_environment(
 def test_parallel_threads_each_get_their_own_interpreter(exported: Path) -> None:
     info = read_run_info(exported)
     tensorflow = _loaded(exported).model
-    from ferdash.predictor import compiled_predictor
+    from ferdash.runs.predictor import compiled_predictor
 
     reference = compiled_predictor(tensorflow, info.input_size, tta="hflip")
     lite = lite_engine.load_for_run(info, reference, "hflip")
@@ -306,7 +306,7 @@ def test_a_failure_of_lite_after_loading_falls_back_to_tensorflow(
         raise RuntimeError("interpreter gone")
 
     monkeypatch.setattr(lite_engine.LitePredictor, "__call__", broken)
-    with caplog.at_level("ERROR", logger="ferdash.lite_engine"):
+    with caplog.at_level("ERROR", logger="ferdash.runs.lite_engine"):
         np.testing.assert_allclose(loaded.predict(faces), before, atol=1e-5)
         np.testing.assert_allclose(loaded.predict(faces), before, atol=1e-5)
     assert caplog.text.count("TF Lite failed for run tiny7") == 1  # then TensorFlow only
@@ -326,7 +326,7 @@ def test_a_fifo_named_model_tflite_is_refused_without_blocking(
 
     (exported / LITE_FILE).unlink()
     os.mkfifo(exported / LITE_FILE)
-    with caplog.at_level("WARNING", logger="ferdash.model_store"):
+    with caplog.at_level("WARNING", logger="ferdash.runs.model_store"):
         assert _loaded(exported).engine == "tensorflow"
     assert "not a regular file" in caplog.text
 
@@ -423,7 +423,7 @@ def test_export_lite_re_evaluates_through_the_copy_on_the_same_images(
     from trainingdata import make_image_folder
     from training.__main__ import main
     from training.evaluate import evaluate_folder
-    from ferdash.rundir import read_evaluation
+    from ferdash.runs.rundir import read_evaluation
 
     run_dir = _quantisable_run(tmp_path, tta="hflip")
     val = make_image_folder(tmp_path / "val", per_class=5, size=48, classes=("a", "b", "c"))

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferdash import model_store
+from ferdash.runs import model_store
 from ferdash.panels.uploads import checked_upload_list
 from ferdash.prediction import analyse_upload
-from ferdash.predictor import ModelLoadError
-from ferdash.rundir import read_run_info, write_run_info
+from ferdash.runs.predictor import ModelLoadError
+from ferdash.runs.rundir import read_run_info, write_run_info
 
 from tiny_runs import empty_cache, runs_root  # noqa: F401 (fixtures)
 from tiny_runs import HAPPY_SAD_CLASSES, make_default_runs

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ferdash import model_store
-from ferdash.predictor import ModelLoadError
-from ferdash.rundir import FER2013_CLASSES, read_run_info, write_run_info
+from ferdash.runs import model_store
+from ferdash.runs.predictor import ModelLoadError
+from ferdash.runs.rundir import FER2013_CLASSES, read_run_info, write_run_info
 
 from tiny_runs import empty_cache, runs_root  # noqa: F401 (fixtures)
 from tiny_runs import HAPPY_SAD_CLASSES, build_tiny_model, make_default_runs, make_tiny_run
@@ -143,7 +143,7 @@ def test_tta_from_run_json(runs_root: Path, tmp_path: Path) -> None:
 def test_app_starts_without_tensorflow(tmp_path: Path) -> None:
     code = (
         "import sys; from ferdash.app import build_app; build_app(); "
-        "import ferdash.inference, ferdash.model_store; "
+        "import ferdash.inference, ferdash.runs.model_store; "
         "sys.exit(1 if 'tensorflow' in sys.modules or 'keras' in sys.modules else 0)"
     )
     env = {**os.environ, "FERDASH_MODELS_DIR": str(tmp_path)}

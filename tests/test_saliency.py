@@ -88,7 +88,7 @@ def test_a_trained_model_looks_at_the_pattern_not_the_background() -> None:
 
 @pytest.mark.parametrize("arch", ["fernet", "vgg_fer", "singh_nasoz", "jaramillo", "r_parity"])
 def test_every_registered_architecture_gets_a_map_of_the_face_size(arch: str, tmp_path) -> None:
-    from ferdash.predictor import load_keras_model
+    from ferdash.runs.predictor import load_keras_model
     from training.architectures import build_model
 
     # Saved and loaded like a run's model.keras (safe mode), augmentation layers included.

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferdash.calibration import apply_temperature
+from ferdash.runs.calibration import apply_temperature
 from ferdash.config import DEFAULT_MODELS_DIR
 from ferdash.inference import analyse_bytes
-from ferdash.lite_engine import QUANTIZED_PROBE_TOLERANCE
-from ferdash.model_store import get_loaded_run
-from ferdash.predictor import compiled_predictor
-from ferdash.rundir import (
+from ferdash.runs.lite_engine import QUANTIZED_PROBE_TOLERANCE
+from ferdash.runs.model_store import get_loaded_run
+from ferdash.runs.predictor import compiled_predictor
+from ferdash.runs.rundir import (
     FER2013_CLASSES,
     discover_runs,
     read_evaluation,

@@ -19,7 +19,7 @@ from shiny.playwright import controller
 from shiny.pytest import create_app_fixture
 from shiny.run import ShinyAppProc
 
-from ferdash.rundir import read_history, read_run_info
+from ferdash.runs.rundir import read_history, read_run_info
 from conftest import APP_ENV, APPS
 from synthetic_runs import make_run
 from trainingdata import make_dataset

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ferdash import config, training_jobs
-from ferdash.architectures import ARCHITECTURES
+from ferdash.runs.architectures import ARCHITECTURES
 from ferdash.training_jobs import (
     JobBusy,
     JobError,
@@ -177,7 +177,7 @@ def test_resume_replaces_the_old_run_when_the_replace_was_stopped_before_it(
 ) -> None:
     from datetime import datetime, timezone
 
-    from ferdash.rundir import write_run_info
+    from ferdash.runs.rundir import write_run_info
 
     out = tmp_path / "runs" / "r1"
     # A finished run of that name, trained long ago, that "Replace" is to discard.
@@ -219,7 +219,7 @@ def test_a_failing_command_is_failed_with_its_log(fake_training, monkeypatch, tm
 
 
 def test_progress_and_folder_state_from_the_run_files(tmp_path: Path) -> None:
-    from ferdash.rundir import write_run_info
+    from ferdash.runs.rundir import write_run_info
 
     out = tmp_path / "run"
     assert run_folder_state(out) == "new"
@@ -238,7 +238,7 @@ def test_progress_and_folder_state_from_the_run_files(tmp_path: Path) -> None:
 
 def test_dashboard_replaces_only_runs_it_trained(tmp_path: Path) -> None:
     from ferdash.config import DEFAULT_MODELS_DIR
-    from ferdash.rundir import write_run_info
+    from ferdash.runs.rundir import write_run_info
 
     # A shipped run (no train.log): never replaced from the browser.
     with pytest.raises(training_jobs.JobError, match="not trained from this dashboard"):

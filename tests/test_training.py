@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ferdash.rundir import read_evaluation, read_history, read_run_info, resolve_data_dir
+from ferdash.runs.rundir import read_evaluation, read_history, read_run_info, resolve_data_dir
 from trainingdata import CLASSES, make_dataset, make_image_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def _check_evaluation(run: Path, expected_images: int) -> None:
 
 @pytest.mark.slow
 def test_two_epochs_write_a_complete_run_directory(dataset: Path, tmp_path: Path) -> None:
-    from ferdash.predictor import load_keras_model
+    from ferdash.runs.predictor import load_keras_model
     from training.train import run_training
 
     run = run_training(_config(dataset, tmp_path / "run", tta="hflip"), log=lambda *_: None)
@@ -105,7 +105,7 @@ def test_two_epochs_write_a_complete_run_directory(dataset: Path, tmp_path: Path
     assert read_evaluation(run).split == "val"
     assert read_evaluation(run).meta["tta"] == "hflip"
     # The app's TF Lite copy of the final model, recorded so the app can check it.
-    from ferdash import model_store
+    from ferdash.runs import model_store
 
     assert meta["lite"]["file"] == "model.tflite" and (run / "model.tflite").is_file()
     assert meta["lite"]["quantization"] == "dynamic-range"
@@ -225,7 +225,7 @@ def test_kill_9_then_the_same_command_resumes(dataset: Path, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_class_subset_validation_split_and_evaluate_cli(tmp_path: Path, capsys) -> None:
-    from ferdash.predictor import load_keras_model
+    from ferdash.runs.predictor import load_keras_model
     from training.__main__ import main
 
     # A bare class folder (no train/ or val/): validation comes from a seeded split.
@@ -288,7 +288,7 @@ def test_a_full_disk_fails_with_a_clear_message(tmp_path: Path, monkeypatch) -> 
 def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
     import h5py
 
-    from ferdash.rundir import write_run_info
+    from ferdash.runs.rundir import write_run_info
     from training.train import TrainingError, run_training
 
     data = make_image_folder(tmp_path / "data", per_class=10, size=SIZE, classes=("happy", "sad"))
@@ -414,7 +414,7 @@ def test_mixed_precision_keeps_a_float32_softmax(tmp_path: Path) -> None:
     # What a GPU run does by default; forced on here so that CPU-only CI covers it.
     import keras
 
-    from ferdash.predictor import compiled_predictor, load_keras_model
+    from ferdash.runs.predictor import compiled_predictor, load_keras_model
     from training.train import run_training
 
     data = make_dataset(tmp_path / "data", 6, 2, size=SIZE, classes=("happy", "sad"))
@@ -439,7 +439,7 @@ def test_mixed_precision_keeps_a_float32_softmax(tmp_path: Path) -> None:
 def test_a_backup_that_does_not_load_starts_the_run_over(tmp_path: Path) -> None:
     import h5py
 
-    from ferdash.rundir import write_run_info
+    from ferdash.runs.rundir import write_run_info
     from training.train import run_training
 
     data = make_dataset(tmp_path / "data", 6, 2, size=SIZE, classes=("happy", "sad"))
@@ -508,7 +508,7 @@ def _classifier(model):
 def test_init_from_seeds_a_class_subset_with_the_source_features(
     dataset: Path, tmp_path: Path
 ) -> None:
-    from ferdash.predictor import load_keras_model
+    from ferdash.runs.predictor import load_keras_model
     from training.train import run_training
 
     quiet = dict(log=lambda *_: None)
@@ -577,7 +577,7 @@ def test_init_from_refuses_a_run_it_cannot_seed_from(dataset: Path, tmp_path: Pa
     from training.__main__ import main
 
     def write_run(path: Path, arch: str, size: int) -> Path:
-        from ferdash.rundir import write_run_info
+        from ferdash.runs.rundir import write_run_info
 
         path.mkdir()
         write_run_info(path, list(CLASSES), (size, size), **({"architecture": arch} if arch else {}))

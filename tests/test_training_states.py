@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferdash.rundir import read_evaluation, read_history, read_run_info, write_run_info
+from ferdash.runs.rundir import read_evaluation, read_history, read_run_info, write_run_info
 from trainingdata import make_image_folder
 
 SIZE = 32

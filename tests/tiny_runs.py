@@ -1,6 +1,6 @@
 """Tiny Keras run directories for tests: a real ``model.keras`` that loads in well under a second.
 
-Each run follows the contract of :mod:`ferdash.rundir` (model.keras, run.json,
+Each run follows the contract of :mod:`ferdash.runs.rundir` (model.keras, run.json,
 history.csv, evaluation.json). The models are untrained (seeded random weights):
 tests check the plumbing, not the accuracy.
 """
@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ferdash.rundir import FER2013_CLASSES, MODEL_FILE, write_evaluation, write_run_info
+from ferdash.runs.rundir import FER2013_CLASSES, MODEL_FILE, write_evaluation, write_run_info
 
 HAPPY_SAD_CLASSES: tuple[str, ...] = ("happy", "sad")
 
@@ -89,7 +89,7 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def empty_cache():
     """A cold process-wide model cache before and after each test."""
-    from ferdash import model_store
+    from ferdash.runs import model_store
 
     model_store.clear_cache()
     yield

@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "export-lite":
-        from ferdash.rundir import DYNAMIC_RANGE, RunDirError
+        from ferdash.runs.rundir import DYNAMIC_RANGE, RunDirError
         from training.data import DataError
         from training.export_lite import ExportError, export_lite
 
@@ -284,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"wrote {path}")
         try:
-            from ferdash import model_store
-            from ferdash.rundir import read_run_info
+            from ferdash.runs import model_store
+            from ferdash.runs.rundir import read_run_info
 
             if model_store.get_loaded_run(read_run_info(args.run)).engine != "tflite":
                 print(

@@ -2,7 +2,7 @@
 
 Each entry builds the *body* of a network (the layers between the rescaled input and
 the classifier) plus its optimizer; :func:`build_model` wraps every body the same way,
-so that all run directories honour the contract in ``ferdash.rundir``: raw greyscale
+so that all run directories honour the contract in ``ferdash.runs.rundir``: raw greyscale
 0-255 input, augmentation right after the input (inactive at inference),
 ``Rescaling(1/255)`` inside the model and a float32 softmax output (float32 even under
 ``mixed_float16``, where a float16 softmax loses probability mass to rounding).
@@ -16,15 +16,15 @@ from typing import Any, Callable, Sequence
 import keras
 from keras import layers, regularizers
 
-from ferdash.architectures import ARCHITECTURES, ArchitectureSpec
-from ferdash.rundir import class_recall_metrics
+from ferdash.runs.architectures import ARCHITECTURES, ArchitectureSpec
+from ferdash.runs.rundir import class_recall_metrics
 
 BodyFn = Callable[[keras.KerasTensor], keras.KerasTensor]
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """A registered network: its entry in :data:`ferdash.architectures.ARCHITECTURES`
+    """A registered network: its entry in :data:`ferdash.runs.architectures.ARCHITECTURES`
     (name, sizes, defaults) with how to build its body and how to optimise it."""
 
     spec: ArchitectureSpec
@@ -54,7 +54,7 @@ REGISTRY: dict[str, Architecture] = {}
 
 def register(arch: Architecture) -> Architecture:
     if ARCHITECTURES.get(arch.name) is not arch.spec:
-        raise ValueError(f"architecture {arch.name!r} is not in ferdash.architectures")
+        raise ValueError(f"architecture {arch.name!r} is not in ferdash.runs.architectures")
     if arch.name in REGISTRY:
         raise ValueError(f"architecture {arch.name!r} is registered twice")
     REGISTRY[arch.name] = arch

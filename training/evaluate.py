@@ -1,6 +1,6 @@
 """``python -m training evaluate``: a run's model on a labelled folder -> evaluation.json.
 
-Predictions go through the predictor the dashboard uses (``ferdash.model_store``: the
+Predictions go through the predictor the dashboard uses (``ferdash.runs.model_store``: the
 run's checked TF Lite copy when it has one, else TensorFlow's compiled function), so the
 figures reported are the ones the dashboard would compute, test-time augmentation
 included; ``evaluation.json`` names the engine.
@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ferdash.rundir import read_run_info, write_evaluation, write_run_info
+from ferdash.runs.rundir import read_run_info, write_evaluation, write_run_info
 
 
 def evaluate_dataset(
@@ -33,10 +33,10 @@ def evaluate_dataset(
     ``fit_temperature``: fit the run's temperature on these images first (training does,
     on its validation data) and record it in run.json; otherwise the run's own applies.
     """
-    from ferdash import model_store
-    from ferdash.calibration import apply_temperature, calibration_report
-    from ferdash.calibration import fit_temperature as fit
-    from ferdash.predictor import compiled_predictor
+    from ferdash.runs import model_store
+    from ferdash.runs.calibration import apply_temperature, calibration_report
+    from ferdash.runs.calibration import fit_temperature as fit
+    from ferdash.runs.predictor import compiled_predictor
 
     # Cached by the files' stamps and run.json's entries: a run just (re)written loads anew.
     info = read_run_info(run_dir)
@@ -102,7 +102,7 @@ def reevaluate(run_dir: str | Path, log=print) -> dict[str, Any] | None:
     cannot be told from the folder alone: a ``validation_split`` (a fraction of the
     training folder) or a run limited to some images per class (``--limit``).
     """
-    from ferdash.rundir import EVALUATION_FILE, RunDirError, read_evaluation, resolve_data_dir
+    from ferdash.runs.rundir import EVALUATION_FILE, RunDirError, read_evaluation, resolve_data_dir
 
     run_dir = Path(run_dir)
     if not (run_dir / EVALUATION_FILE).is_file():

@@ -4,7 +4,7 @@
 export-lite --run RUN`` does it for a run trained before, or again. The copy is written
 atomically and recorded in ``run.json`` (``lite``: its SHA-256 and that of the
 ``model.keras`` it came from), which is what lets the app trust it (see
-``ferdash.lite_engine``).
+``ferdash.runs.lite_engine``).
 
 Dynamic-range quantisation (TF Lite's ``Optimize.DEFAULT`` without a representative
 dataset): weights stored in int8, each face's activations quantised when it runs, so a
@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ferdash.rundir import (
+from ferdash.runs.rundir import (
     DYNAMIC_RANGE,
     LITE_FILE,
     MODEL_FILE,
@@ -70,7 +70,7 @@ def export_lite(
     full disk, an unwritable folder), after removing what an earlier export left, so a
     run never keeps a copy of a model it no longer has.
     """
-    from ferdash.predictor import ModelLoadError, float32_twin, load_keras_model
+    from ferdash.runs.predictor import ModelLoadError, float32_twin, load_keras_model
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)

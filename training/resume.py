@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import keras
 
-from ferdash.rundir import (
+from ferdash.runs.rundir import (
     BACKUP_DIR,
     EVALUATION_FILE,
     HISTORY_FILE,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ferdash import data_layout
-from ferdash.rundir import (
+from ferdash.runs.rundir import (
     BACKUP_DIR,
     EVALUATION_FILE,
     HISTORY_FILE,
@@ -407,7 +407,7 @@ def _weights_load(model: Any, path: Path) -> bool:
 
 
 def _loads(path: Path) -> bool:
-    from ferdash.predictor import ModelLoadError, load_keras_model
+    from ferdash.runs.predictor import ModelLoadError, load_keras_model
 
     try:
         load_keras_model(path)
@@ -422,7 +422,7 @@ def _finalize_model(out: Path, model: Any | None) -> Any:
     Loading with ``compile=False`` drops the optimizer; the write goes to a temporary
     file then is renamed, so that the app never reads a half-written model.
     """
-    from ferdash.predictor import ModelLoadError, load_keras_model
+    from ferdash.runs.predictor import ModelLoadError, load_keras_model
 
     path = out / MODEL_FILE
     try:

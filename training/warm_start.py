@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ferdash.rundir import RunInfo, read_run_info
+from ferdash.runs.rundir import RunInfo, read_run_info
 
 #: Layers named so are random augmentations: they hold only a seed, never learnt weights.
 _AUGMENT_PREFIX = "aug_"
@@ -75,7 +75,7 @@ def check_source(
     if not info.model_path.is_file():
         raise WarmStartError(f"--init-from {source_dir}: it has no model.keras")
     # Cheap now, before the data is read: the full load comes once the model is built.
-    from ferdash.predictor import ModelLoadError, check_keras_archive
+    from ferdash.runs.predictor import ModelLoadError, check_keras_archive
 
     try:
         check_keras_archive(info.model_path)
@@ -86,7 +86,7 @@ def check_source(
 
 def copy_weights(model: Any, source: RunInfo, classes: list[str]) -> WarmStart:
     """Copy ``source``'s learnt weights into ``model`` (same architecture; see module doc)."""
-    from ferdash.predictor import ModelLoadError, load_keras_model
+    from ferdash.runs.predictor import ModelLoadError, load_keras_model
 
     try:
         donor = load_keras_model(source.model_path)

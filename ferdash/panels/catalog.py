@@ -7,7 +7,7 @@ from typing import Callable
 
 from shiny import reactive
 
-from ..rundir import RunListing, discover_runs, runs_signature
+from ..runs.rundir import RunListing, discover_runs, runs_signature
 
 
 def run_catalog(

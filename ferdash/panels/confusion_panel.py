@@ -10,7 +10,7 @@ from shiny import module, reactive, render, req, ui
 
 from .. import plots
 from ..inspect_data import per_class_frame
-from ..rundir import Evaluation
+from ..runs.rundir import Evaluation
 from .run_selector import RunSelection
 from .table_html import frame_table
 

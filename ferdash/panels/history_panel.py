@@ -11,7 +11,7 @@ from shiny import module, reactive, render, req, ui
 
 from .. import plots
 from ..inspect_data import best_epoch_summary, load_history, load_run_info
-from ..rundir import class_recall_metrics, lr_column
+from ..runs.rundir import class_recall_metrics, lr_column
 from .run_selector import RunSelection
 from .table_html import frame_table
 

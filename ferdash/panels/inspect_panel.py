@@ -7,7 +7,7 @@ from typing import Callable
 
 from shiny import module, reactive, ui
 
-from ..rundir import RunListing
+from ..runs.rundir import RunListing
 from . import calibration_panel, confusion_panel, gallery_panel, history_panel, run_selector, runs_panel
 from .run_selector import RunSelection
 

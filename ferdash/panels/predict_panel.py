@@ -20,7 +20,7 @@ from ..faces import TIGHT_CROP_MAX_SIDE
 from ..inference import FileSource, PrepareCache
 from ..inspect_data import selector_choices
 from ..prediction import MODE_FER7, MODE_HAPPY_SAD, MODES, Analysis
-from ..rundir import RunInfo, RunListing
+from ..runs.rundir import RunInfo, RunListing
 from ..webcam import WebcamError, decode_snapshot
 from .result_cards import CSS, result_card
 from .uploads import UploadList, checked_upload_list, session_upload_dir

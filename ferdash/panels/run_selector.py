@@ -21,7 +21,7 @@ from ..inspect_data import (
     load_evaluation,
     selector_choices,
 )
-from ..rundir import (
+from ..runs.rundir import (
     DEFAULT_RUN_NAME,
     RUN_FILE,
     Evaluation,

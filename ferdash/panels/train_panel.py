@@ -15,9 +15,9 @@ from typing import Callable
 from shiny import module, reactive, render, req, ui
 
 from .. import plots, training_jobs
-from ..architectures import ARCHITECTURES
+from ..runs.architectures import ARCHITECTURES
 from ..train_settings import CLASS_WEIGHT_MODES, DEFAULTS
-from ..rundir import RunListing
+from ..runs.rundir import RunListing
 from ..training_jobs import (
     DataFolder,
     JobError,

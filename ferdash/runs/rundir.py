@@ -17,7 +17,7 @@ A run directory `models/<name>/` holds:
   ``lite`` entry holds its SHA-256 and that of the ``model.keras`` it was converted
   from, so a damaged or stale copy is never run, and its ``quantization``;
 - optionally ``temperature`` in ``run.json``: the temperature-scaling factor fitted on
-  the validation data after training (``ferdash.calibration``), which every prediction
+  the validation data after training (``ferdash.runs.calibration``), which every prediction
   of the run is scaled by; ``evaluation.json``'s ``calibration`` then holds the ECE and
   NLL before and after it and both reliability tables. A run without one is unscaled.
 

@@ -99,7 +99,7 @@ class LitePredictor:
     One interpreter per thread (an interpreter's tensors are not safe to share, and
     uploads of different sessions are analysed in parallel worker threads), resized
     when the batch size changes. Flip TTA runs the faces and their mirror images as one
-    batch of 2N and averages the halves, as :func:`ferdash.predictor.compiled_predictor`
+    batch of 2N and averages the halves, as :func:`ferdash.runs.predictor.compiled_predictor`
     does with two calls.
     """
 

@@ -13,7 +13,7 @@ loaded again when next asked for. A session that still holds a dropped
 are cheap and bounded separately (:data:`MAX_CACHED_FAILURES`).
 
 TensorFlow is imported only when the first model is loaded (inside
-:func:`ferdash.predictor.load_keras_model`), so the app starts without it.
+:func:`ferdash.runs.predictor.load_keras_model`), so the app starts without it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import config, lite_engine
+from .. import config
+
+from . import lite_engine
 from .calibration import apply_temperature
 from .predictor import (
     TTA_MODES,
