@@ -311,9 +311,16 @@ def _stored_bytes_per_pixel(mode: str) -> int:
     return 4
 
 
+def _draft_scale(size: tuple[int, int]) -> int:
+    """The reduction :func:`_to_grey` asks libjpeg for: the image stays at least the
+    working size."""
+    return max(1, max(size) // WORKING_MAX_SIDE)
+
+
 def _jpeg_decoded_size(img: Image.Image) -> tuple[int, int]:
-    """The size libjpeg decodes a JPEG at once :func:`_to_grey` drafts it (1/1 to 1/8)."""
-    scale = max(1, max(img.size) // WORKING_MAX_SIDE)
+    """The size libjpeg decodes a JPEG at once :func:`_to_grey` drafts it: the largest
+    power-of-two reduction (1/1 to 1/8) within the requested one."""
+    scale = _draft_scale(img.size)
     reduce = 1
     while reduce * 2 <= min(scale, 8):
         reduce *= 2
@@ -424,8 +431,7 @@ def _to_grey(img: Image.Image) -> np.ndarray:
     if img.format in ("JPEG", "MPO") and img.mode in ("RGB", "YCbCr", "L"):
         # Let libjpeg decode luminance only, and at a reduced scale for huge photos:
         # several times faster than decoding colour and converting afterwards.
-        long_side = max(img.size)
-        scale = max(1, long_side // WORKING_MAX_SIDE)
+        scale = _draft_scale(img.size)
         img.draft("L", (img.size[0] // scale, img.size[1] // scale))
     img.load()
     img = _reduced(img)

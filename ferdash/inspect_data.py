@@ -372,8 +372,9 @@ class Calibration:
 
     @property
     def ece(self) -> float:
-        """The ECE of the probabilities the app shows (scaled when there is a temperature)."""
-        return self.ece_after if self.temperature is not None else self.ece_before
+        """The ECE of the probabilities the app shows ("after" is "before" when the run
+        has no temperature)."""
+        return self.ece_after
 
 
 def _reliability(table: Any, bins: int) -> Reliability | None:

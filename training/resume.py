@@ -214,7 +214,7 @@ class ResumableSwapEMAWeights(keras.callbacks.SwapEMAWeights):
 # --- what the command does with what is already in --out -------------------------------
 
 #: The files of the contract (and the TF Lite copy) that make a folder hold a run.
-_RUN_FILES = (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE, LITE_FILE)
+RUN_FILES = (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE, LITE_FILE)
 #: Identity entries that name a path: compared as the same file, however they are spelt.
 _PATH_KEYS = ("data", "init_from")
 
@@ -265,7 +265,7 @@ def already_finished(
         check_same_run(out, meta, identity, "a finished run")
         log(f"{out} already holds a finished run ({meta['finished']}); pass --overwrite to retrain")
         return True
-    if (meta is None or "finished" not in meta) and any((out / n).exists() for n in _RUN_FILES):
+    if (meta is None or "finished" not in meta) and any((out / n).exists() for n in RUN_FILES):
         raise TrainingError(
             f"{out} holds a run that this command did not start (its run.json is missing, "
             "unreadable or has no 'finished' entry); pass --overwrite to replace it, or "

@@ -12,11 +12,8 @@ from typing import Any
 from ferdash import data_layout
 from ferdash.runs.rundir import (
     BACKUP_DIR,
-    EVALUATION_FILE,
     HISTORY_FILE,
-    LITE_FILE,
     MODEL_FILE,
-    RUN_FILE,
     write_run_info,
 )
 from ferdash.train_settings import TrainConfig
@@ -61,8 +58,11 @@ def check_free_space(out: Path, params: int) -> None:
 
 
 def _clear_run(out: Path) -> None:
-    for name in (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE, LITE_FILE, "model.partial.keras"):
+    from training import resume
+
+    for name in resume.RUN_FILES:
         (out / name).unlink(missing_ok=True)
+    resume.partial_checkpoint(out / MODEL_FILE).unlink(missing_ok=True)
     for name in (BACKUP_DIR, LOGS_DIR):
         shutil.rmtree(out / name, ignore_errors=True)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 
 from shiny import module, reactive, render, req, ui
 
 from .. import plots
 from ..inspect_data import Calibration, calibration_of
 from .run_selector import RunSelection
+from .table_html import fmt_number
 
 #: How a run without stored calibration gets it (the same command training runs).
 CALIBRATE_COMMAND = "python -m training evaluate --run RUN --data DIR --fit-temperature"
@@ -36,9 +36,6 @@ def panel_ui() -> ui.TagChild:
         ),
     )
 
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 @module.server
@@ -74,8 +71,8 @@ def panel_server(input, output, session, selection: RunSelection) -> None:
         assert figures is not None
         listing = selection.run()
         scaled = figures.temperature is not None
-        shown = figures.after if scaled else figures.before
-        title = f"{listing.name if listing else ''}: ECE {_fmt(figures.ece)}"
+        shown = figures.after
+        title = f"{listing.name if listing else ''}: ECE {fmt_number(figures.ece)}"
         if scaled:
             title += f" at temperature {figures.temperature:.3g}"
         return plots.reliability_figure(
@@ -92,8 +89,8 @@ def panel_server(input, output, session, selection: RunSelection) -> None:
         rows = [
             ("temperature", "none (unscaled)" if figures.temperature is None
              else f"{figures.temperature:.3f}"),
-            ("ECE before → after", f"{_fmt(figures.ece_before)} → {_fmt(figures.ece_after)}"),
-            ("NLL before → after", f"{_fmt(figures.nll_before)} → {_fmt(figures.nll_after)}"),
+            ("ECE before → after", f"{fmt_number(figures.ece_before)} → {fmt_number(figures.ece_after)}"),
+            ("NLL before → after", f"{fmt_number(figures.nll_before)} → {fmt_number(figures.nll_after)}"),
             ("faces", f"{sum(figures.after.count)}"),
         ]
         return ui.tags.table(

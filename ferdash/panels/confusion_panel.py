@@ -12,7 +12,7 @@ from .. import plots
 from ..inspect_data import per_class_frame
 from ..runs.rundir import Evaluation
 from .run_selector import RunSelection
-from .table_html import frame_table
+from .table_html import fmt_number, frame_table
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,6 @@ def _body(scale: str) -> ui.TagChild:
     )
 
 
-def _fmt(value: float, digits: int = 3) -> str:
-    return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
 
 @module.server
 def panel_server(
@@ -162,7 +159,7 @@ def panel_server(
     def per_class() -> ui.TagChild:
         frame = per_class_frame(_ok())
         for col in ("precision", "recall", "F1"):
-            frame[col] = frame[col].map(_fmt)
+            frame[col] = frame[col].map(fmt_number)
         frame["support"] = frame["support"].map(lambda v: "—" if math.isnan(v) else f"{int(v)}")
         return frame_table(frame)
 

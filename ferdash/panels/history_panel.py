@@ -3,7 +3,6 @@ and each class's validation recall per epoch, a panel per run."""
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import pandas as pd
@@ -13,7 +12,7 @@ from .. import plots
 from ..inspect_data import best_epoch_summary, load_history, load_run_info
 from ..runs.rundir import class_recall_metrics, lr_column
 from .run_selector import RunSelection
-from .table_html import frame_table
+from .table_html import fmt_number, frame_table
 
 
 @module.ui
@@ -45,9 +44,6 @@ class Loaded(NamedTuple):
 #: Height of one row of per-class recall panels (plots.RECALL_PANELS_PER_ROW runs).
 RECALL_ROW_PX = 340
 
-
-def _fmt(value: float, digits: int = 4) -> str:
-    return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 @module.server
@@ -83,10 +79,10 @@ def panel_server(input, output, session, selection: RunSelection) -> None:
                     "epochs": str(len(frame)),
                     "kept epoch": "—" if summary["epoch"] is None else str(summary["epoch"] + 1),
                     "chosen by": summary["source"],
-                    "loss": _fmt(summary["loss"]),
-                    "val loss": _fmt(summary["val_loss"]),
-                    "accuracy": _fmt(summary["accuracy"]),
-                    "val accuracy": _fmt(summary["val_accuracy"]),
+                    "loss": fmt_number(summary["loss"], 4),
+                    "val loss": fmt_number(summary["val_loss"], 4),
+                    "accuracy": fmt_number(summary["accuracy"], 4),
+                    "val accuracy": fmt_number(summary["val_accuracy"], 4),
                     "last learning rate": f"{frame[lr].iloc[-1]:.3g}" if lr else "not logged",
                 }
             )

@@ -6,8 +6,15 @@ the Inspect summaries are a few rows of preformatted strings, so plain tags suff
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 from shiny import ui
+
+
+def fmt_number(value: float | None, digits: int = 3) -> str:
+    """A stored figure for a table cell: "—" where the run did not store it."""
+    return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def frame_table(frame: pd.DataFrame, **attrs: str) -> ui.Tag:
