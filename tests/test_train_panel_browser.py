@@ -113,16 +113,24 @@ def test_two_epoch_run_cancel_resume_finish(page: Page, app: ShinyAppProc) -> No
     controller.InputNumeric(page, "train-epochs").set("2")
     controller.InputNumeric(page, "train-batch_size").set("16")
     controller.InputNumeric(page, "train-image_size").set("24")
-    # Every error the curves' output ever shows, and every image size it is drawn at.
+    # Every error the curves' output ever shows, and the height of every image it draws.
+    # An image's height is known only once it has decoded, which on a slow machine comes
+    # after the mutation that inserted it: each image is followed through its load events.
     page.evaluate(
         """() => {
             window.curveEvents = [];
+            const seen = new WeakSet();
+            const record = (img) => window.curveEvents.push(img.naturalHeight);
             new MutationObserver(() => {
                 const out = document.getElementById('train-curves');
                 if (!out) return;
                 if (out.classList.contains('shiny-output-error')) window.curveEvents.push('error: ' + out.textContent);
-                const img = out.querySelector('img');
-                if (img && img.naturalHeight) window.curveEvents.push(img.naturalHeight);
+                for (const img of out.querySelectorAll('img')) {
+                    if (seen.has(img)) continue;
+                    seen.add(img);
+                    img.addEventListener('load', () => record(img));
+                    if (img.complete && img.naturalHeight) record(img);
+                }
             }).observe(document.body, {subtree: true, childList: true, attributes: true});
         }"""
     )
@@ -136,6 +144,7 @@ def test_two_epoch_run_cancel_resume_finish(page: Page, app: ShinyAppProc) -> No
     expect(epochs).to_have_text("1 of 2 epochs", timeout=RUN_TIMEOUT)
     expect(page.locator("#train-progress_bar")).to_have_attribute("aria-valuenow", "50")
     expect(page.locator("#train-curves img")).to_be_visible()
+    page.wait_for_function("() => window.curveEvents.length > 0")
     # Drawn once at its full height: no "cannot write empty image", no squashed first plot.
     events = page.evaluate("() => window.curveEvents")
     assert events and all(e == events[0] and isinstance(e, int) and e >= 300 for e in events), events

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 from shiny import module, reactive, render, req, ui
-from shiny.types import SilentCancelOutputException, SilentException
 
 from ..inspect_data import comparison_frame
+from .grid_selection import select_rows, selected_rows
 from .run_selector import RunSelection
 
 
@@ -51,38 +51,42 @@ def panel_server(input, output, session, selection: RunSelection) -> None:
         # A bounded height keeps the horizontal scrollbar of this wide table in view.
         return render.DataGrid(data, selection_mode="row", height="60vh", width="100%")
 
+    # The browser reports the grid's selection (empty) once it has drawn it: while the tab
+    # is hidden the grid is not drawn, and a selection sent then (the default run, at
+    # start) is lost.
+    drawn = reactive.value(False)
+
+    @reactive.effect
+    @reactive.event(input.table_cell_selection)
+    def _note_drawn() -> None:
+        drawn.set(True)
+
     @reactive.effect
     def _highlight_selected_run() -> None:
         # The row of the run chosen in the sidebar, so the highlight never names
         # another run than the one every panel shows. Sent after the flush: a table
         # re-rendered in the same flush (a run changed on disk) would otherwise arrive
-        # after the selection and clear it.
+        # after the selection and clear it. Not on every selection the browser reports:
+        # re-sending the sidebar's run then would undo the row a user just clicked.
         listing = selection.run()
         listings = selection.runs()
-        # Also once the browser has drawn the table (it then reports its selection, empty):
-        # while the tab is hidden the table is not drawn, and a selection sent then (the
-        # default run, at start) is lost.
-        try:
-            table.cell_selection()
-        except (SilentException, SilentCancelOutputException):
+        if not drawn():
             return
         rows = [i for i, r in enumerate(listings) if listing is not None and r.path == listing.path]
 
         async def send() -> None:
-            try:
-                await table.update_cell_selection({"type": "row", "rows": rows} if rows else None)
-            except (SilentException, SilentCancelOutputException):
-                pass  # the table is not drawn (yet, or its tab is hidden): nothing to highlight
+            await select_rows(session, "table", rows)
 
         session.on_flushed(send, once=True)
 
     # Only on a click: re-rendering the table (a run changed on disk) must not pull the
     # selector back to a row clicked long ago.
     @reactive.effect
-    @reactive.event(table.cell_selection)
+    @reactive.event(input.table_cell_selection)
     def _select_clicked_run() -> None:
-        chosen = table.data_view(selected=True)
-        if len(chosen) != 1:
+        rows = selected_rows(input, "table")
+        data = frame()
+        if len(rows) != 1 or not 0 <= rows[0] < len(data):
             return
-        row = chosen.iloc[0]
+        row = data.iloc[rows[0]]
         selection.select(f"{row['folder']}/{row['run']}")
