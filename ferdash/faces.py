@@ -42,6 +42,10 @@ COARSE_MAX_SIDE = 200
 #: they find faces down to ~1/16 of the photo's long side.
 DETECT_MAX_SIDE = 400
 
+#: The copy searched for faces too small for BlazeFace beside the ones it found (group
+#: photos): finer than the lone-face search, down to ~1/40 of the photo's long side.
+SMALL_FACES_MAX_SIDE = 1024
+
 #: Images whose long side is at most this are taken to be face crops already (FER2013
 #: images are 48x48): too small for the detector's 24-px window to be meaningful.
 TIGHT_CROP_MAX_SIDE = 96
@@ -124,22 +128,46 @@ def _search(
     return [tuple(int(v) for v in box) for box in (found if len(found) else [])], scale
 
 
-def detect_faces(grey: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> list[FaceBox]:
-    """Faces in a greyscale uint8 image, largest first, in ``grey``'s coordinates.
+#: BlazeFace (whole photo or square windows of its short side) sees faces down to about
+#: this share of the photo's short side; the cascade is asked only for faces smaller than
+#: that beside the ones BlazeFace found (with a little overlap between the two ranges).
+BLAZEFACE_SMALLEST_SHARE = 1 / 6
 
-    The first detector of :data:`DETECTORS` that finds any face decides. BlazeFace sees
-    faces of about 1/6 of the long side and up (1/7 of the short side in a wide or tall
-    photo, through :func:`ferdash.blazeface.windows`); the cascade's coarse search ~1/8, its
-    finer search (only when the coarse one finds nothing) smaller ones. So in a photo with
-    one large face and other small ones, the small ones are not counted (the largest is
-    what is classified).
+#: A cascade face overlapping a BlazeFace one this much (intersection over the smaller
+#: box) is the same face seen twice.
+SAME_FACE_OVERLAP = 0.3
+
+
+def detect_faces(grey: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> list[FaceBox]:
+    """Every face in a greyscale uint8 image, largest first, in ``grey``'s coordinates.
+
+    BlazeFace finds the faces of about 1/6 of the short side and up, turned or tilted
+    ones too; the cascade then adds the smaller ones beside them (a group photo, a crowd),
+    searching only below BlazeFace's range. When BlazeFace finds nothing (or is not
+    available), the cascade's coarse search, then its finer one, decides alone.
     """
     grey = np.asarray(grey, dtype=np.uint8)
-    for detector in DETECTORS:
-        found = _blazeface_faces(grey) if detector == "blazeface" else _haar_faces(grey, max_side)
-        if found:
-            return sorted(found, key=lambda b: b.area, reverse=True)
-    return []
+    found = _blazeface_faces(grey) if "blazeface" in DETECTORS else []
+    if "haar" in DETECTORS:
+        if not found:
+            found = _haar_faces(grey, max_side)
+        else:
+            smallest = int(min(grey.shape[:2]) * BLAZEFACE_SMALLEST_SHARE * 1.25)
+            found += [
+                box
+                for box in _haar_small_faces(grey, SMALL_FACES_MAX_SIDE, smallest)
+                if not any(_overlap(box, other) > SAME_FACE_OVERLAP for other in found)
+            ]
+    return sorted(found, key=lambda b: b.area, reverse=True)
+
+
+def _overlap(a: FaceBox, b: FaceBox) -> float:
+    """Intersection over the smaller box's area."""
+    w = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+    h = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    if w <= 0 or h <= 0:
+        return 0.0
+    return (w * h) / max(1, min(a.area, b.area))
 
 
 _blazeface_failed: str | None = None
@@ -184,7 +212,21 @@ def _haar_faces(grey: np.ndarray, max_side: int) -> list[FaceBox]:
             fine_scale = min(1.0, max_side / long_side)
             max_face = int(_MIN_FACE * fine_scale / (coarse / long_side) * 1.25)
             found, scale = _search(grey, max_side, max_face)
-    boxes = [
+    return _to_image_boxes(found, scale)
+
+
+def _haar_small_faces(grey: np.ndarray, max_side: int, largest: int) -> list[FaceBox]:
+    """The cascade's faces up to ``largest`` pixels of ``grey``, from the finer copy."""
+    fine_scale = min(1.0, max_side / max(grey.shape[:2]))
+    max_face = int(largest * fine_scale)
+    if max_face < _MIN_FACE:
+        return []
+    found, scale = _search(grey, max_side, max_face)
+    return _to_image_boxes(found, scale)
+
+
+def _to_image_boxes(found: list[tuple[int, int, int, int]], scale: float) -> list[FaceBox]:
+    return [
         FaceBox(
             x=int(round(x / scale)),
             y=int(round(y / scale)),
@@ -193,7 +235,6 @@ def _haar_faces(grey: np.ndarray, max_side: int) -> list[FaceBox]:
         )
         for (x, y, w, h) in found
     ]
-    return boxes
 
 
 def is_tight_crop(grey: np.ndarray) -> bool:

@@ -1,8 +1,8 @@
-"""One upload in, one result out: decode, find the face, crop, classify.
+"""One upload in, one result out: decode, find every face, crop, classify.
 
 Every step that can fail on a user's file is caught per file, so one bad file in a
 batch of uploads gets its own message and the others are still classified. The model
-is called once for all faces of an upload (one batch), not once per image.
+is called once for all faces of all files of an upload (one batch), not once per face.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 
 from . import faces, imaging, wording
@@ -28,24 +29,74 @@ PREVIEW_KEEP_MAX_SIDE = 720
 #: upload cannot hold the session for minutes.
 MAX_FILES_PER_UPLOAD = 100
 
+#: Faces classified per photo at most, the largest first; the card says how many more
+#: were found. A crowd photo would otherwise cost a model batch and a card section per
+#: face in the background.
+MAX_FACES_PER_PHOTO = 20
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """One face of a photo, cut out for the model."""
+
+    box: faces.FaceBox | None  # in working-image pixels; None when the whole image was used
+    crop: np.ndarray  # uint8 (H, W) at the model's input size
+
 
 @dataclass(frozen=True)
 class Prepared:
-    """An image decoded and cropped, ready for a model."""
+    """An image decoded, its faces found and cropped, ready for a model."""
 
     preview: np.ndarray  # uint8 greyscale copy for display, long side <= PREVIEW_KEEP_MAX_SIDE
-    preview_scale: float  # preview pixels per pixel of the image the box refers to
+    preview_scale: float  # preview pixels per pixel of the image the boxes refer to
     original_size: tuple[int, int]  # (width, height) in the file
     format: str
     multi_frame: bool
-    faces_found: int
-    box: faces.FaceBox | None  # the classified face; None when the whole image was used
+    faces_found: int  # every face the detector found, also those beyond the cap
+    #: The faces classified, largest first (at most MAX_FACES_PER_PHOTO); one entry
+    #: without a box when no face was found or the image is a face crop already.
+    faces: tuple[FaceCrop, ...]
     tight_crop: bool  # a small image taken to be a face crop already
-    crop: np.ndarray  # uint8 (H, W) at the model's input size
+    file_scale: float = 1.0  # file pixels per working-image pixel (large files are reduced)
+
+    @property
+    def box(self) -> faces.FaceBox | None:
+        """The largest face's box; None when the whole image was used."""
+        return self.faces[0].box
+
+    @property
+    def crop(self) -> np.ndarray:
+        return self.faces[0].crop
 
     @property
     def whole_image(self) -> bool:
         return self.box is None
+
+    def box_in_file(self, box: faces.FaceBox) -> tuple[int, int, int, int]:
+        """``box`` as (x, y, w, h) in the pixels of the uploaded file."""
+        f = self.file_scale
+        return round(box.x * f), round(box.y * f), round(box.w * f), round(box.h * f)
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face's answer, as its card section and its table row show it."""
+
+    number: int  # 1 for the largest face, as the photo's boxes are numbered
+    box: faces.FaceBox | None
+    crop: np.ndarray
+    classes: tuple[str, ...]
+    probs: np.ndarray | None
+    #: False when no face was found and the whole image was classified: the numbers are
+    #: then not a reading of a face.
+    is_face: bool
+    #: A seven-expression run's reading of the same face (classes, probabilities), given
+    #: in happy-vs-sad mode; None otherwise.
+    second_opinion: tuple[tuple[str, ...], np.ndarray] | None = None
+
+    @property
+    def top(self) -> tuple[str, float] | None:
+        return None if self.probs is None else wording.top_class(self.classes, self.probs)
 
 
 @dataclass(frozen=True)
@@ -55,32 +106,65 @@ class ImageResult:
     name: str  # the user's file name: display text only, never a path
     prepared: Prepared | None = None
     classes: tuple[str, ...] = ()
-    probs: np.ndarray | None = None  # None when no model ran (error, or none installed)
+    #: Per face of ``prepared.faces``; empty when no model ran (error, or none installed).
+    face_probs: tuple[np.ndarray, ...] = ()
     error: str | None = None
     model_error: str | None = None  # set when the image was fine but the model failed
+    #: The second run's (classes, per-face probabilities), in happy-vs-sad mode.
+    second_opinion: tuple[tuple[str, ...], tuple[np.ndarray, ...]] | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.prepared is not None
 
     @property
+    def probs(self) -> np.ndarray | None:
+        """The largest face's probabilities."""
+        return self.face_probs[0] if self.face_probs else None
+
+    @property
     def top(self) -> tuple[str, float] | None:
-        """The most probable class and its probability, as the card's sentence names it."""
+        """The largest face's most probable class and its probability."""
         return None if self.probs is None else wording.top_class(self.classes, self.probs)
+
+    @property
+    def faces(self) -> tuple[FaceResult, ...]:
+        """Every classified face (or the whole image), largest first; none when unreadable."""
+        if self.prepared is None:
+            return ()
+        is_face = self.prepared.tight_crop or not self.prepared.whole_image
+        out = []
+        for i, face in enumerate(self.prepared.faces):
+            second = None
+            if self.second_opinion is not None and i < len(self.second_opinion[1]):
+                second = (self.second_opinion[0], self.second_opinion[1][i])
+            out.append(
+                FaceResult(
+                    number=i + 1,
+                    box=face.box,
+                    crop=face.crop,
+                    classes=self.classes,
+                    probs=self.face_probs[i] if i < len(self.face_probs) else None,
+                    is_face=is_face,
+                    second_opinion=second,
+                )
+            )
+        return tuple(out)
 
 
 def prepare_image(data: bytes, input_size: tuple[int, int]) -> Prepared:
-    """Decode, detect and crop; raises :class:`UploadError` for unusable files."""
+    """Decode, detect and crop every face; raises :class:`UploadError` for unusable files."""
     decoded = imaging.decode_image(data)
     grey = decoded.grey
     tight = faces.is_tight_crop(grey)
     found: list[faces.FaceBox] = [] if tight else faces.detect_faces(grey)
     if found:
-        box: faces.FaceBox | None = found[0]  # the largest face: most pixels, likeliest subject
-        crop = faces.crop_face(grey, found[0], input_size)
+        crops = tuple(
+            FaceCrop(box=box, crop=faces.crop_face(grey, box, input_size))
+            for box in found[:MAX_FACES_PER_PHOTO]
+        )
     else:
-        box = None
-        crop = faces.whole_image_input(grey, input_size)
+        crops = (FaceCrop(box=None, crop=faces.whole_image_input(grey, input_size)),)
     preview, preview_scale = imaging.shrink_to_max_side(grey, PREVIEW_KEEP_MAX_SIDE)
     return Prepared(
         preview=preview,
@@ -89,9 +173,9 @@ def prepare_image(data: bytes, input_size: tuple[int, int]) -> Prepared:
         format=decoded.format,
         multi_frame=decoded.multi_frame,
         faces_found=len(found),
-        box=box,
+        faces=crops,
         tight_crop=tight,
-        crop=crop,
+        file_scale=decoded.original_size[0] / grey.shape[1],
     )
 
 
@@ -135,12 +219,14 @@ def analyse(
     files: Sequence[FileSource],
     loaded: LoadedRun | None,
     cache: PrepareCache | None = None,
+    second: LoadedRun | None = None,
 ) -> list[ImageResult]:
     """Results for ``(name, bytes or stored file)`` pairs, in order; never raises for bad files.
 
     ``cache`` (a dict the caller keeps per upload) remembers the decoded, cropped images
     of stored files by key and input size, so choosing another model re-runs only the
-    model.
+    model. ``second``, a seven-expression run, also reads every face (happy-vs-sad mode
+    says when a face is clearly neither); its failure only loses that second reading.
     """
     input_size = loaded.input_size if loaded else DEFAULT_INPUT_SIZE
     prepared: list[Prepared | None] = []
@@ -170,17 +256,20 @@ def analyse(
         if key is not None:
             cache[key] = (one, error)
 
-    probs: list[np.ndarray | None] = [None] * len(files)
+    crops = [face.crop for p in prepared if p is not None for face in p.faces]
+    face_probs: list[tuple[np.ndarray, ...]] = [()] * len(files)
     model_error: str | None = None
-    good = [i for i, p in enumerate(prepared) if p is not None]
-    if loaded is not None and good:
-        batch = np.stack([prepared[i].crop for i in good]).astype(np.float32)[..., None]
+    if loaded is not None and crops:
         try:
-            out = loaded.predict(batch)
-            for j, i in enumerate(good):
-                probs[i] = out[j]
+            face_probs = _per_file(prepared, loaded.predict(_batch(crops, loaded.input_size)))
         except Exception as exc:
             model_error = f"The model failed on these images: {exc}"
+    seconds: list[tuple[np.ndarray, ...]] | None = None
+    if second is not None and crops and model_error is None:
+        try:
+            seconds = _per_file(prepared, second.predict(_batch(crops, second.input_size)))
+        except Exception:  # the answer asked for stands without the second reading
+            seconds = None
 
     classes = loaded.classes if loaded else ()
     return [
@@ -188,12 +277,34 @@ def analyse(
             name=display_name(name),
             prepared=prepared[i],
             classes=classes,
-            probs=probs[i],
+            face_probs=face_probs[i],
             error=errors[i],
             model_error=model_error if prepared[i] is not None else None,
+            second_opinion=(second.classes, seconds[i]) if seconds is not None and second else None,
         )
         for i, (name, _source) in enumerate(files)
     ]
+
+
+def _batch(crops: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """The crops as one float batch at ``size`` (a second run may take another size)."""
+    height, width = size
+    resized = [
+        c if c.shape == (height, width) else cv2.resize(c, (width, height), interpolation=cv2.INTER_AREA)
+        for c in crops
+    ]
+    return np.stack(resized).astype(np.float32)[..., None]
+
+
+def _per_file(prepared: Sequence[Prepared | None], out: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+    """The batch's rows split back into one tuple per file (empty for unreadable ones)."""
+    per_file: list[tuple[np.ndarray, ...]] = []
+    start = 0
+    for p in prepared:
+        n = len(p.faces) if p is not None else 0
+        per_file.append(tuple(out[start : start + n]))
+        start += n
+    return per_file
 
 
 def analyse_bytes(data: bytes, loaded: LoadedRun | None, name: str = "image") -> ImageResult:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import plots, saliency, wording
 from .imaging import png_bytes_data_uri, png_data_uri, shrink_to_max_side
-from .inference import FileSource, ImageResult, PrepareCache, analyse
+from .inference import FaceResult, FileSource, ImageResult, PrepareCache, analyse
 from .runs.model_store import LoadedRun, get_loaded_run
 from .runs.predictor import ModelLoadError
 from .runs.rundir import DEFAULT_RUN_NAME, RunInfo, preferred_run
@@ -67,12 +67,19 @@ def opening_mode(infos: Sequence[RunInfo], mode: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class FaceImages:
+    """The pictures of one face's section of a card, as PNG data URIs."""
+
+    crop: str  # the model's input
+    chart: str | None  # the probabilities; None where no model ran
+
+
+@dataclass(frozen=True)
 class CardImages:
     """The pictures of one readable file's card, as PNG data URIs."""
 
-    preview: str  # the image, the classified face boxed
-    crop: str  # the model's input
-    chart: str | None  # the probabilities; None where no model ran
+    preview: str  # the image, each classified face boxed, numbered and labelled
+    faces: tuple[FaceImages, ...]  # per face of the result, in order
 
 
 @dataclass(frozen=True)
@@ -83,9 +90,9 @@ class Analysis:
     info: RunInfo | None
     results: list[ImageResult]
     model_error: str | None
-    #: Grad-CAM (overlay, note) per result, or why there are none; None when they were
-    #: not asked for.
-    saliency: list[SaliencyCard] | str | None = None
+    #: Grad-CAM (overlay, note) per face of each result, or why there are none; None
+    #: when they were not asked for.
+    saliency: list[list[SaliencyCard]] | str | None = None
     #: The pictures per result; None for unreadable files.
     images: tuple[CardImages | None, ...] = ()
 
@@ -102,12 +109,13 @@ class Analysis:
             ),
         )
 
-    def saliency_card(self, index: int) -> SaliencyCard:
-        """(overlay URI, note) for the card at ``index``."""
+    def saliency_card(self, index: int) -> list[SaliencyCard]:
+        """(overlay URI, note) per face of the card at ``index``."""
+        faces = len(self.results[index].faces)
         if self.saliency is None:
-            return None, None
+            return [(None, None)] * faces
         if isinstance(self.saliency, str):
-            return None, self.saliency
+            return [(None, self.saliency)] * faces
         return self.saliency[index]
 
 
@@ -121,19 +129,26 @@ class Requests:
     """
 
     def __init__(self) -> None:
-        self._last: tuple[object, RunInfo | None, bool] = (None, None, False)
+        self._last: tuple[object, RunInfo | None, bool, RunInfo | None] = (None, None, False, None)
         self._cache: PrepareCache = {}
 
-    def start(self, files: object, info: RunInfo | None, with_saliency: bool) -> PrepareCache | None:
+    def start(
+        self, files: object, info: RunInfo | None, with_saliency: bool, second: RunInfo | None = None
+    ) -> PrepareCache | None:
         """The prepare cache to analyse ``files`` with, or None when the last request
-        covers this one: the same upload (the same list object) and run, with Grad-CAM
+        covers this one: the same upload (the same list object) and runs, with Grad-CAM
         maps already made if they are wanted."""
-        last_files, last_info, last_saliency = self._last
-        if files is last_files and info == last_info and (last_saliency or not with_saliency):
+        last_files, last_info, last_saliency, last_second = self._last
+        if (
+            files is last_files
+            and info == last_info
+            and second == last_second
+            and (last_saliency or not with_saliency)
+        ):
             return None
         if files is not last_files:
             self._cache = {}
-        self._last = (files, info, with_saliency)
+        self._last = (files, info, with_saliency, second)
         return self._cache
 
 
@@ -153,19 +168,30 @@ def preload(info: RunInfo) -> None:
     threading.Thread(target=load_model, args=(info,), daemon=True).start()
 
 
+def second_opinion_run(infos: Sequence[RunInfo], mode: str) -> RunInfo | None:
+    """In happy-vs-sad mode, the seven-expression run that also reads each face (so the
+    card can say when a face is clearly neither happy nor sad); None in other modes."""
+    if mode != MODE_HAPPY_SAD:
+        return None
+    return default_run(runs_for_mode(infos, MODE_FER7), MODE_FER7)
+
+
 def analyse_upload(
     files: Sequence[FileSource],
     info: RunInfo | None,
     cache: PrepareCache,
     with_saliency: bool = False,
+    second: RunInfo | None = None,
 ) -> Analysis:
-    """Everything the page shows for ``files`` with run ``info`` (None: no model).
+    """Everything the page shows for ``files`` with run ``info`` (None: no model), and
+    run ``second``'s reading of every face (see :func:`second_opinion_run`).
 
     For a worker thread: the model store's locks make loading safe, and the traced
     predictor may be called from several threads.
     """
     model, error = load_model(info) if info is not None else (None, None)
-    results = analyse(files, model, cache)
+    second_model = load_model(second)[0] if second is not None and model is not None else None
+    results = analyse(files, model, cache, second=second_model)
     maps = saliency_overlays(results, model) if with_saliency and model is not None else None
     # Every image of the cards is encoded here, off the event loop: an upload of 100 files
     # would otherwise stall all sessions while its previews are PNG-encoded.
@@ -184,48 +210,74 @@ def card_images(result: ImageResult) -> CardImages | None:
     if not result.ok or result.prepared is None:
         return None
     return CardImages(
-        preview=png_data_uri(preview_with_box(result)),
-        crop=png_data_uri(result.prepared.crop),
-        chart=probability_chart(result),
+        preview=png_data_uri(preview_with_boxes(result)),
+        faces=tuple(
+            FaceImages(crop=png_data_uri(face.crop), chart=probability_chart(face))
+            for face in result.faces
+        ),
     )
 
 
-def probability_chart(result: ImageResult) -> str | None:
+def probability_chart(face: FaceResult) -> str | None:
     # A Matplotlib figure costs tens of milliseconds: on the event loop that would stall
     # every session's outputs.
-    if result.probs is None:
+    if face.probs is None:
         return None
-    fig = plots.probability_bar_chart(result.classes, result.probs)
+    fig = plots.probability_bar_chart(face.classes, face.probs)
     return png_bytes_data_uri(plots.figure_png_bytes(fig))
 
 
-def saliency_overlays(results: Sequence[ImageResult], model: LoadedRun) -> list[SaliencyCard] | str:
-    """(overlay, note) per card ((None, None) for faces not classified), or why no card
-    has a map."""
-    shown = [i for i, r in enumerate(results) if r.ok and r.probs is not None]
-    cards: list[SaliencyCard] = [(None, None)] * len(results)
+def saliency_overlays(
+    results: Sequence[ImageResult], model: LoadedRun
+) -> list[list[SaliencyCard]] | str:
+    """(overlay, note) per face of each card ((None, None) for faces not classified), or
+    why no card has a map. One Grad-CAM batch for every face of the upload."""
+    cards: list[list[SaliencyCard]] = [[(None, None)] * len(r.faces) for r in results]
+    shown = [
+        (i, face)
+        for i, r in enumerate(results)
+        if r.ok
+        for face in r.faces
+        if face.probs is not None
+    ]
     if not shown:
         return cards
-    crops = np.stack([results[i].prepared.crop for i in shown])
+    crops = np.stack([face.crop for _, face in shown])
     # The class the card names, so the map explains the answer shown (TTA included).
-    named = [results[i].top[0] for i in shown]
-    chosen = [results[i].classes.index(name) for i, name in zip(shown, named)]
+    named = [face.top[0] for _, face in shown]
+    chosen = [face.classes.index(name) for (_, face), name in zip(shown, named)]
     try:
         maps = saliency.run_saliency(model, crops, chosen)
     except saliency.SaliencyError as exc:
         return f"No Grad-CAM map: {exc}"
-    for j, i in enumerate(shown):
+    for j, (i, face) in enumerate(shown):
         if not np.any(maps[j] > 0):
             # Every region of the last feature map argued (slightly) against the class:
             # an overlay would be the bare crop, which reads as "looked nowhere".
-            cards[i] = (None, wording.no_saliency_text(named[j]))
+            cards[i][face.number - 1] = (None, wording.no_saliency_text(named[j]))
         else:
-            cards[i] = (png_data_uri(saliency.overlay(results[i].prepared.crop, maps[j])), None)
+            cards[i][face.number - 1] = (png_data_uri(saliency.overlay(face.crop, maps[j])), None)
     return cards
 
 
-def preview_with_box(result: ImageResult) -> np.ndarray:
-    """The readable file's preview as RGB, at most :data:`PREVIEW_MAX_SIDE`, the face boxed."""
+#: Colours of the boxes drawn on the photo (RGB): a confident answer, an uncertain one.
+BOX_COLOUR = (40, 200, 60)
+UNCERTAIN_BOX_COLOUR = (235, 160, 20)
+
+
+def box_label(face: FaceResult) -> str:
+    """What the photo shows beside a face's box: its number, and its answer when there
+    is one ("2 sad? 38%" for an uncertain one)."""
+    top = face.top
+    if top is None:
+        return str(face.number)
+    uncertain = wording.is_uncertain(face.classes, face.probs)
+    return f"{face.number} {top[0]}{'?' if uncertain else ''} {wording.percent(top[1])}%"
+
+
+def preview_with_boxes(result: ImageResult) -> np.ndarray:
+    """The readable file's preview as RGB, at most :data:`PREVIEW_MAX_SIDE`, every
+    classified face boxed and labelled with its number and answer."""
     prepared = result.prepared
     assert prepared is not None
     height, width = prepared.preview.shape
@@ -237,17 +289,26 @@ def preview_with_box(result: ImageResult) -> np.ndarray:
             grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_NEAREST
         )
     rgb = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
-    if prepared.box is not None:
-        box = prepared.box
-        scale *= prepared.preview_scale  # the box is in working-image pixels
-        thickness = max(2, round(max(rgb.shape[:2]) / 150))
-        cv2.rectangle(
-            rgb,
-            (round(box.x * scale), round(box.y * scale)),
-            (round((box.x + box.w) * scale), round((box.y + box.h) * scale)),
-            (40, 200, 60),
-            thickness,
-        )
+    scale *= prepared.preview_scale  # the boxes are in working-image pixels
+    thickness = max(1, round(max(rgb.shape[:2]) / 240))
+    font_scale = max(0.35, max(rgb.shape[:2]) / 900)
+    for face in result.faces:
+        if face.box is None:
+            continue
+        box = face.box
+        uncertain = face.probs is not None and wording.is_uncertain(face.classes, face.probs)
+        colour = UNCERTAIN_BOX_COLOUR if uncertain else BOX_COLOUR
+        x0, y0 = round(box.x * scale), round(box.y * scale)
+        x1, y1 = round((box.x + box.w) * scale), round((box.y + box.h) * scale)
+        cv2.rectangle(rgb, (x0, y0), (x1, y1), colour, thickness + 1)
+        label = box_label(face)
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        # Above the box where there is room, else inside its top edge.
+        ty = y0 - 3 if y0 - th - base - 3 >= 0 else y0 + th + 3
+        tx = min(max(0, x0), max(0, rgb.shape[1] - tw))
+        cv2.rectangle(rgb, (tx, ty - th - 2), (tx + tw + 2, ty + base), colour, -1)
+        cv2.putText(rgb, label, (tx + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
+                    thickness, cv2.LINE_AA)
     return rgb
 
 
@@ -269,8 +330,10 @@ def results_frame(
     run: str | None = None,
     model_error: str | None = None,
 ) -> pd.DataFrame:
-    """One row per file: file, the run that answered, face found, number of faces, top
-    class, every class probability, message.
+    """One row per face (a file with no face or an error keeps one row): file, face
+    number, answer, top probability, message, every class probability, then the top
+    class, whether a face was found, how many, the face's box in the file's pixels, the
+    detector and the run that answered.
 
     ``model_error`` is the run's load failure, the message of every row that has no
     error of its own: the table and the CSV say why no probabilities are there.
@@ -280,40 +343,47 @@ def results_frame(
         for name in result.classes:
             if name not in classes:
                 classes.append(name)
+    suffix = " (%)" if as_percent else ""
+    scale = 100.0 if as_percent else 1.0
+    digits = 1 if as_percent else 4
     rows = []
     for result in results:
         prepared = result.prepared
-        row: dict[str, object] = {"file": result.name, "run": run or ""}
-        if prepared is None:
-            row["face found"] = ""
-            row["faces"] = None
-        elif prepared.tight_crop:
-            row["face found"] = "small image"
-            row["faces"] = None
-        elif prepared.box is None:
-            row["face found"] = "no"
-            row["faces"] = 0
-        else:
-            row["face found"] = "yes"
-            row["faces"] = prepared.faces_found
-        top = result.top
-        row["top class"] = top[0] if top else ""
-        scale = 100.0 if as_percent else 1.0
-        digits = 1 if as_percent else 4
-        row["top probability" + (" (%)" if as_percent else "")] = (
-            round(top[1] * scale, digits) if top else None
-        )
-        for name in classes:
-            value = None
-            if result.probs is not None and name in result.classes:
-                value = round(float(result.probs[result.classes.index(name)]) * scale, digits)
-            row[name + (" (%)" if as_percent else "")] = value
-        row["message"] = result.error or result.model_error or model_error or ""
-        rows.append(row)
+        for face in result.faces or (None,):
+            row: dict[str, object] = {"file": result.name}
+            row["face"] = face.number if face is not None and face.box is not None else None
+            top = face.top if face is not None else None
+            row["answer"] = wording.answer(face.classes, face.probs) if top else ""
+            row["top probability" + suffix] = round(top[1] * scale, digits) if top else None
+            message = result.error or result.model_error or model_error or ""
+            if not message and face is not None and not face.is_face:
+                message = "No face found: not a face reading (the whole image was classified)."
+            row["message"] = message
+            for name in classes:
+                value = None
+                if face is not None and face.probs is not None and name in face.classes:
+                    value = round(float(face.probs[face.classes.index(name)]) * scale, digits)
+                row[name + suffix] = value
+            row["top class"] = top[0] if top else ""
+            if prepared is None:
+                row["face found"], row["faces"] = "", None
+            elif prepared.tight_crop:
+                row["face found"], row["faces"] = "small image", None
+            elif prepared.whole_image:
+                row["face found"], row["faces"] = "no", 0
+            else:
+                row["face found"], row["faces"] = "yes", prepared.faces_found
+            box = prepared.box_in_file(face.box) if face is not None and face.box is not None else None
+            for key, value in zip(("x", "y", "w", "h"), box or (None,) * 4):
+                row[key] = value
+            row["detector"] = face.box.detector if face is not None and face.box is not None else ""
+            row["run"] = run or ""
+            rows.append(row)
     frame = pd.DataFrame(rows)
-    if "faces" in frame:
-        # Counts, not measurements: a blank among them must not turn 1 into 1.0.
-        frame["faces"] = frame["faces"].astype("Int64")
+    for column in ("face", "faces", "x", "y", "w", "h"):
+        if column in frame:
+            # Counts and pixels, not measurements: a blank among them must not turn 1 into 1.0.
+            frame[column] = frame[column].astype("Int64")
     return frame
 
 

@@ -117,14 +117,51 @@ def test_top_class_and_faces_text() -> None:
     probs = np.array([0.05, 0.05, 0.1, 0.5, 0.1, 0.1, 0.1])
     assert wording.top_class_text(FER2013_CLASSES, probs) == "Top expression: happy (50%)"
     assert wording.faces_text(0, False).startswith("No face found")
-    assert wording.faces_text(3, False) == "3 faces found: the largest was classified."
+    assert wording.faces_text(3, False) == "3 faces found, each classified."
     assert "face crop" in wording.faces_text(0, True)
     assert wording.faces_text(0, False, classified=False) == "No face found: the whole image was used."
     assert wording.faces_text(1, False, detector="blazeface") == "1 face found by BlazeFace."
     assert (
         wording.faces_text(5, False, detector="haar")
-        == "5 faces found by the Haar cascade: the largest was classified."
+        == "5 faces found by the Haar cascade, each classified."
     )
+    assert (
+        wording.faces_text(31, False, shown=20)
+        == "31 faces found: the 20 largest were classified."
+    )
+
+
+@pytest.mark.parametrize(
+    ("probs", "answer", "text"),
+    [
+        # Confident: one class.
+        ([0.05, 0.05, 0.05, 0.6, 0.1, 0.1, 0.05], "happy", "Top expression: happy (60%)"),
+        # At the threshold (50%) and 20 points ahead: still one class.
+        ([0.05, 0.05, 0.05, 0.5, 0.3, 0.05, 0.0], "happy", "Top expression: happy (50%)"),
+        # Top below 50%: more often wrong than right.
+        ([0.05, 0.05, 0.1, 0.05, 0.31, 0.38, 0.06], "uncertain: sad or neutral",
+         "Uncertain: sad (38%) or neutral (31%)"),
+        # Top two within 10 points, though the top is over 50%.
+        ([0.0, 0.0, 0.0, 0.0, 0.44, 0.56, 0.0], "sad", "Top expression: sad (56%)"),
+        ([0.0, 0.0, 0.0, 0.0, 0.47, 0.53, 0.0], "uncertain: sad or neutral",
+         "Uncertain: sad (53%) or neutral (47%)"),
+    ],
+)
+def test_uncertain_answers(probs: list[float], answer: str, text: str) -> None:
+    assert wording.UNCERTAIN_BELOW == 0.5 and wording.UNCERTAIN_MARGIN == 0.10
+    assert wording.answer(FER2013_CLASSES, probs) == answer
+    assert wording.answer_text(FER2013_CLASSES, probs) == text
+    assert wording.is_uncertain(FER2013_CLASSES, probs) == answer.startswith("uncertain")
+
+
+def test_happy_sad_second_line() -> None:
+    angry = [0.71, 0.02, 0.05, 0.05, 0.1, 0.05, 0.02]
+    assert wording.neither_happy_nor_sad_text(FER2013_CLASSES, angry) == (
+        "This face looks more angry than happy or sad (seven-expression model: angry 71%)"
+    )
+    # Happy, or another class not clearly ahead: no second line.
+    assert wording.neither_happy_nor_sad_text(FER2013_CLASSES, [0.1, 0, 0, 0.8, 0.1, 0, 0]) is None
+    assert wording.neither_happy_nor_sad_text(FER2013_CLASSES, [0.45, 0, 0, 0.3, 0.25, 0, 0]) is None
 
 
 def test_probability_bar_chart() -> None:
@@ -145,17 +182,22 @@ def test_results_table_and_csv(loaded_runs, astronaut_png: bytes) -> None:
         [("=cmd|' /C calc'!A0.png", astronaut_png), ("bad.png", b"x")], loaded_runs["fer7"]
     )
     frame = results_frame(results, as_percent=False, run="fer7")
-    assert list(frame.columns[:7]) == [
-        "file", "run", "face found", "faces", "top class", "top probability", "angry"
+    # What a reader compares first, then the probabilities, then where the face was.
+    assert list(frame.columns) == [
+        "file", "face", "answer", "top probability", "message", *FER2013_CLASSES,
+        "top class", "face found", "faces", "x", "y", "w", "h", "detector", "run",
     ]
-    assert frame.columns[-1] == "message"
     assert frame.loc[0, "face found"] == "yes" and frame.loc[1, "message"]
     assert list(frame["run"]) == ["fer7", "fer7"]
     assert frame.loc[0, list(FER2013_CLASSES)].sum() == pytest.approx(1.0, abs=1e-3)
+    # The box is in the file's pixels: the astronaut's face, around (220, 115).
+    x, y, w, h = (int(frame.loc[0, c]) for c in ("x", "y", "w", "h"))
+    assert abs(x + w / 2 - 220) < 30 and abs(y + h / 2 - 115) < 30
+    assert frame.loc[0, "detector"] in ("blazeface", "haar")
     text = csv_text(frame)
     assert text.splitlines()[1].startswith("'=cmd")  # defused for spreadsheets
     # A count stays a count beside the blank of the unreadable file.
-    assert text.splitlines()[1].split(",")[3] == "1" and text.splitlines()[2].split(",")[3] == ""
+    assert text.splitlines()[1].split(",")[1] == "1" and text.splitlines()[2].split(",")[1] == ""
 
 
 def test_results_table_says_why_a_run_gave_no_probabilities(astronaut_png: bytes) -> None:

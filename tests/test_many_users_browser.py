@@ -22,7 +22,7 @@ from shiny.pytest import create_app_fixture
 from shiny.run import ShinyAppProc
 from skimage import data
 
-from conftest import APP_ENV, APPS
+from conftest import APP_ENV, APPS, server_tracebacks
 
 pytestmark = pytest.mark.browser
 
@@ -136,7 +136,7 @@ def test_ten_users_twenty_images_each(browser: Browser, app: ShinyAppProc) -> No
     print(f"server RSS: baseline {baseline:.0f} MB, after each wave " + ", ".join(f"{m:.0f}" for m in settled))
     assert settled[0] <= baseline + FIRST_WAVE_CEILING_MB, (baseline, settled)
     assert settled[-1] <= settled[0] + WAVE_SLACK_MB, (baseline, settled)
-    assert "Traceback" not in "".join(app.stderr._lines)
+    assert server_tracebacks("".join(app.stderr._lines)) == []
 
     # And the server still serves a new user.
     late = open_user(browser, app.url)

@@ -16,7 +16,7 @@ from shiny.pytest import create_app_fixture
 from shiny.run import ShinyAppProc
 from skimage import data
 
-from conftest import APP_ENV, APPS
+from conftest import ANSWER_LINE, APP_ENV, APPS
 
 pytestmark = pytest.mark.browser
 
@@ -82,7 +82,7 @@ def test_several_files_one_corrupt_then_another_upload(page: Page, app: ShinyApp
         ]
     )
     expect(page.locator("#predict-result_2 .top-class")).to_have_text(
-        re.compile(r"^Top expression: \w+ \(\d{1,3}%\)$"), timeout=RESULT_TIMEOUT
+        ANSWER_LINE, timeout=RESULT_TIMEOUT
     )
     broken = page.locator("#predict-result_1")
     expect(broken.locator(".card-header")).to_have_text("<b>broken</b>.png")  # shown as text
@@ -92,16 +92,22 @@ def test_several_files_one_corrupt_then_another_upload(page: Page, app: ShinyApp
     table = controller.OutputDataFrame(page, "predict-table")
     table.expect_nrow(3)
     table.expect_cell("astronaut.png", row=0, col=0)
-    table.expect_cell("yes", row=0, col=1)
-    table.expect_cell("no", row=2, col=1)
+    labels = table.loc_column_label.all_inner_texts()
+    assert labels[:5] == ["file", "face", "answer", "top probability (%)", "message"]
+    table.expect_cell("1", row=0, col=1)  # the astronaut's face, numbered as on the photo
+    found = labels.index("face found")
+    table.expect_cell("yes", row=0, col=found)
+    table.expect_cell("no", row=2, col=found)
+    table.expect_cell(re.compile("not a face reading"), row=2, col=4)
 
     with page.expect_download() as download_info:
         page.locator("#predict-download_csv").click()
     csv_text = Path(download_info.value.path()).read_text(encoding="utf-8")
-    assert csv_text.splitlines()[0].startswith("file,run,face found,faces,top class")
+    header = csv_text.splitlines()[0].split(",")
+    assert header[:5] == ["file", "face", "answer", "top probability", "message"]
     assert len(csv_text.strip().splitlines()) == 4
     # Which run answered: in every row and in the file's name.
-    run = csv_text.splitlines()[1].split(",")[1]
+    run = csv_text.splitlines()[1].split(",")[header.index("run")]
     assert run and download_info.value.suggested_filename == f"ferdash-{run}-predictions.csv"
 
     # The session survives: the next upload replaces the results.

@@ -143,19 +143,28 @@ def test_overlay_is_rgb_of_the_crop_and_keeps_cold_pixels() -> None:
 
 def test_a_card_whose_map_has_no_positive_evidence_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     from ferdash import prediction, saliency
-    from ferdash.inference import ImageResult
+    from ferdash.faces import FaceBox
+    from ferdash.inference import FaceCrop, ImageResult, Prepared
 
-    def face(probs: list[float]) -> ImageResult:
+    def photo(*probs: list[float]) -> ImageResult:
         crop = np.full((SIZE, SIZE), 100, np.uint8)
-        return ImageResult(name="face.png", probs=np.array(probs), classes=("happy", "sad"),
-                           prepared=SimpleNamespace(crop=crop))
+        prepared = Prepared(
+            preview=crop, preview_scale=1.0, original_size=(SIZE, SIZE), format="PNG",
+            multi_frame=False, faces_found=len(probs), tight_crop=False,
+            faces=tuple(FaceCrop(box=FaceBox(0, 0, 4, 4), crop=crop) for _ in probs),
+        )
+        return ImageResult(name="face.png", face_probs=tuple(np.array(p) for p in probs),
+                           classes=("happy", "sad"), prepared=prepared)
 
-    results = [face([0.9, 0.1]), ImageResult(name="bad.png", error="unreadable"), face([0.2, 0.8])]
-    maps = np.zeros((2, SIZE, SIZE), np.float32)
-    maps[0, 4:8, 4:8] = 1.0  # evidence for the first face; none for the last
+    # A two-face photo, an unreadable file, a one-face photo: one Grad-CAM batch of three.
+    results = [photo([0.9, 0.1], [0.6, 0.4]), ImageResult(name="bad.png", error="unreadable"),
+               photo([0.2, 0.8])]
+    maps = np.zeros((3, SIZE, SIZE), np.float32)
+    maps[0, 4:8, 4:8] = 1.0  # evidence for the first face
+    maps[1, 0:2, 0:2] = 0.5  # and the second; none for the last
     monkeypatch.setattr(saliency, "run_saliency", lambda model, crops, chosen: maps)
     cards = prediction.saliency_overlays(results, model=None)
-    assert cards[0][0].startswith("data:image/png;base64,") and cards[0][1] is None
-    assert cards[1] == (None, None)  # not classified: nothing to explain
-    uri, note = cards[2]
+    assert [len(c) for c in cards] == [2, 0, 1]
+    assert all(uri.startswith("data:image/png;base64,") and note is None for uri, note in cards[0])
+    (uri, note), = cards[2]
     assert uri is None and "no region arguing for “sad”" in note

@@ -17,16 +17,18 @@ from shiny import Inputs, Outputs, Session, module, reactive, render, req, ui
 from .. import prediction
 from ..imaging import ACCEPT, MAX_PIXELS, MAX_UPLOAD_BYTES
 from ..faces import TIGHT_CROP_MAX_SIDE
-from ..inference import FileSource, PrepareCache
+from ..inference import MAX_FACES_PER_PHOTO, FileSource, PrepareCache
 from ..inspect_data import selector_choices
 from ..prediction import MODE_FER7, MODE_HAPPY_SAD, MODES, Analysis
 from ..runs.rundir import RunInfo, RunListing
 from ..webcam import WebcamError, decode_snapshot
-from .result_cards import CSS, result_card
+from .result_cards import CSS, result_card, result_thumbnail
 from .uploads import UploadList, checked_upload_list, session_upload_dir
 from .webcam_button import snapshot_button
 
 TITLE = "Facial Expression Test"
+#: How results are laid out: a card per file, or a grid of thumbnails for many files.
+VIEWS = {"cards": "Cards", "grid": "Thumbnails"}
 SUBTITLE = "Let's calculate image expression percentage for happy or sad."
 TRAIN_HINT = TagList(
     "Train one with ",
@@ -50,9 +52,9 @@ def panel_ui() -> TagChild:
                 placeholder="JPEG, PNG, BMP, WebP, TIFF, GIF",
             ),
             ui.p(
-                "Colour images are converted to greyscale. In a photo the faces are found "
-                "by BlazeFace (OpenCV's Haar cascade when it finds none) and the largest one "
-                "is classified; small images "
+                "Colour images are converted to greyscale. In a photo every face is found "
+                "(BlazeFace, with OpenCV's Haar cascade for small ones) and classified, "
+                f"up to the {MAX_FACES_PER_PHOTO} largest; small images "
                 f"(up to {TIGHT_CROP_MAX_SIDE} px) are taken to be face crops already. "
                 f"Up to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB and "
                 f"{MAX_PIXELS // 1_000_000} megapixels per file.",
@@ -61,6 +63,7 @@ def panel_ui() -> TagChild:
             # One frame from the browser's camera, then the same path as an upload.
             snapshot_button("webcam", replaces="upload"),
             ui.input_switch("saliency", "Show where the model looked (Grad-CAM)", value=False),
+            ui.input_radio_buttons("view", "Show results as", choices=VIEWS, selected="cards", inline=True),
             width=320,
             open="always",
         ),
@@ -135,9 +138,19 @@ def panel_server(
     # a calc, even an async one, would hold every other session's clicks and uploads.
     @reactive.extended_task
     async def analysis_task(
-        files: list[FileSource], info: RunInfo | None, cache: PrepareCache, with_saliency: bool
+        files: list[FileSource],
+        info: RunInfo | None,
+        cache: PrepareCache,
+        with_saliency: bool,
+        second: RunInfo | None,
     ) -> Analysis:
-        return await asyncio.to_thread(prediction.analyse_upload, files, info, cache, with_saliency)
+        return await asyncio.to_thread(
+            prediction.analyse_upload, files, info, cache, with_saliency, second
+        )
+
+    @reactive.calc
+    def second_run() -> RunInfo | None:
+        return prediction.second_opinion_run(usable_runs(), input.mode())
 
     # Only files Shiny stored for this session are ever opened (see uploads.py).
     upload_dir = session_upload_dir(session)
@@ -188,11 +201,12 @@ def panel_server(
         # Grad-CAM maps are computed only while the switch is on; switching it off
         # just hides the maps already made.
         with_saliency = bool(input.saliency())
+        second = second_run()
         if not files:
             return
-        cache = requests.start(files, info, with_saliency)
+        cache = requests.start(files, info, with_saliency, second)
         if cache is not None:
-            analysis_task.invoke(files, info, cache, with_saliency)
+            analysis_task.invoke(files, info, cache, with_saliency, second)
 
     @reactive.calc
     def analysis() -> Analysis | None:
@@ -297,6 +311,16 @@ def panel_server(
             why = "the selected run's model cannot be loaded (see the message above)."
         else:
             why = "no run is selected."
+        if input.view() == "grid":
+            return TagList(
+                ui.div(
+                    *[
+                        result_thumbnail(session.ns(f"thumb_{i}"), result, done.images[i])
+                        for i, result in enumerate(done.results)
+                    ],
+                    class_="predict-thumbs",
+                )
+            )
         happy_sad = input.mode() == MODE_HAPPY_SAD
         with_saliency = bool(input.saliency())
         return TagList(
@@ -307,23 +331,35 @@ def panel_server(
                     happy_sad,
                     why,
                     done.images[i],
-                    done.saliency_card(i) if with_saliency else (None, None),
+                    done.saliency_card(i) if with_saliency else None,
                 )
                 for i, result in enumerate(done.results)
             ]
         )
 
-    def file_count() -> int:
+    def counts() -> tuple[int, int]:
+        """Files and classified faces of the finished analysis."""
         done = analysis()
-        return len(done.results) if done is not None else 0
+        if done is None:
+            return 0, 0
+        return len(done.results), sum(len(r.faces) for r in done.results)
+
+    def has_table() -> bool:
+        # One row says nothing the card does not; two files or two faces make a table.
+        files, faces = counts()
+        return files >= 2 or faces >= 2
 
     @render.ui
     def table_card() -> Tag | None:
-        if file_count() < 2:
+        if not has_table():
             return None
+        files, faces = counts()
         return ui.card(
             ui.card_header(
-                ui.span(f"All files ({file_count()})"),
+                ui.span(
+                    f"All files ({files})"
+                    + (f", {faces} faces" if faces != files else "")
+                ),
                 ui.download_button("download_csv", "Download CSV", class_="btn-sm ms-auto"),
                 class_="d-flex align-items-center gap-2",
             ),
@@ -333,7 +369,7 @@ def panel_server(
 
     @render.data_frame
     def table() -> render.DataGrid:
-        req(file_count() >= 2)
+        req(has_table())
         # The run is the sidebar's: one value down a whole column says nothing on screen
         # (the CSV keeps it, where the file leaves the page).
         frame = prediction.results_table(analysis(), as_percent=True).drop(columns="run")
