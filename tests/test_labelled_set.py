@@ -317,8 +317,23 @@ def test_an_encrypted_member_is_skipped() -> None:
     assert "Encrypted: 1 file ('happy/secret.png') skipped." in result.notes
 
 
-def test_a_zip_bomb_is_refused_before_anything_is_unpacked(monkeypatch: pytest.MonkeyPatch) -> None:
-    archive = make_zip({"happy/a.png": png(), "happy/bomb.png": bytes(15 * 1024 * 1024)})
+def forged_bomb() -> bytes:
+    """1 MB of zeros whose headers claim 3.75 GB (what a real bomb's honest headers say;
+    the reader must refuse it without unpacking, so the bytes behind it do not matter)."""
+    honest = make_zip({"happy/a.png": png(), "happy/bomb.png": bytes(1024 * 1024)})
+    return patch_headers(honest, "happy/bomb.png", file_size=0xF000_0000)
+
+
+@pytest.mark.parametrize(
+    "archive",
+    [
+        pytest.param(lambda: make_zip({"happy/a.png": png(), "happy/bomb.png": bytes(15 * 1024 * 1024)}),
+                     id="15MB-of-zeros"),
+        pytest.param(forged_bomb, id="declares-3.75GB"),
+    ],
+)
+def test_a_zip_bomb_is_refused_before_anything_is_unpacked(archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = archive()
     assert len(archive) < 100_000
     opened: list[str] = []
     real_open = zipfile.ZipFile.open
