@@ -22,6 +22,7 @@ from ..inspect_data import selector_choices
 from ..prediction import MODE_FER7, MODE_HAPPY_SAD, MODES, Analysis
 from ..runs.rundir import RunInfo, RunListing
 from ..webcam import WebcamError, decode_snapshot
+from . import labelled_panel
 from .result_cards import CSS, result_card, result_thumbnail
 from .uploads import UploadList, checked_upload_list, session_upload_dir
 from .webcam_button import snapshot_button
@@ -62,6 +63,7 @@ def panel_ui() -> TagChild:
             ),
             # One frame from the browser's camera, then the same path as an upload.
             snapshot_button("webcam", replaces="upload"),
+            labelled_panel.input_ui("labelled"),
             ui.input_switch("saliency", "Show where the model looked (Grad-CAM)", value=False),
             ui.input_radio_buttons("view", "Show results as", choices=VIEWS, selected="cards", inline=True),
             width=320,
@@ -71,6 +73,7 @@ def panel_ui() -> TagChild:
         ui.h2(TITLE, class_="mb-1"),
         ui.p(SUBTITLE, class_="lead text-body-secondary"),
         ui.output_ui("status"),
+        labelled_panel.report_ui("labelled"),
         ui.output_ui("table_card"),
         ui.output_ui("results"),
     )
@@ -125,6 +128,8 @@ def panel_server(
                 return info
         # The select lags one round-trip behind a mode switch: use the mode's default.
         return prediction.default_run(infos, input.mode())
+
+    labelled_panel.panel_server("labelled", run=selected_run)
 
     @reactive.effect
     def _preload() -> None:
