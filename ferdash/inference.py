@@ -152,16 +152,17 @@ class ImageResult:
         return tuple(out)
 
 
-def prepare_image(data: bytes, input_size: tuple[int, int]) -> Prepared:
-    """Decode, detect and crop every face; raises :class:`UploadError` for unusable files."""
+def prepare_image(data: bytes, input_size: tuple[int, int], every_face: bool = True) -> Prepared:
+    """Decode, detect and crop every face (only the largest unless ``every_face``);
+    raises :class:`UploadError` for unusable files."""
     decoded = imaging.decode_image(data)
     grey = decoded.grey
     tight = faces.is_tight_crop(grey)
-    found: list[faces.FaceBox] = [] if tight else faces.detect_faces(grey)
+    found: list[faces.FaceBox] = [] if tight else faces.detect_faces(grey, every_face=every_face)
     if found:
         crops = tuple(
             FaceCrop(box=box, crop=faces.crop_face(grey, box, input_size))
-            for box in found[:MAX_FACES_PER_PHOTO]
+            for box in found[: MAX_FACES_PER_PHOTO if every_face else 1]
         )
     else:
         crops = (FaceCrop(box=None, crop=faces.whole_image_input(grey, input_size)),)
@@ -212,7 +213,7 @@ class StoredFile:
 #: One file to analyse, under the user's name: its bytes, or a file the server keeps.
 FileSource = tuple[str, bytes | StoredFile]
 
-PrepareCache = dict[tuple[str, tuple[int, int]], tuple["Prepared | None", "str | None"]]
+PrepareCache = dict[tuple[str, tuple[int, int], bool], tuple["Prepared | None", "str | None"]]
 
 
 def analyse(
@@ -220,6 +221,7 @@ def analyse(
     loaded: LoadedRun | None,
     cache: PrepareCache | None = None,
     second: LoadedRun | None = None,
+    every_face: bool = True,
 ) -> list[ImageResult]:
     """Results for ``(name, bytes or stored file)`` pairs, in order; never raises for bad files.
 
@@ -227,6 +229,7 @@ def analyse(
     of stored files by key and input size, so choosing another model re-runs only the
     model. ``second``, a seven-expression run, also reads every face (happy-vs-sad mode
     says when a face is clearly neither); its failure only loses that second reading.
+    ``every_face`` False classifies only each photo's largest face (faster detection).
     """
     input_size = loaded.input_size if loaded else DEFAULT_INPUT_SIZE
     prepared: list[Prepared | None] = []
@@ -238,7 +241,7 @@ def analyse(
             continue
         key = None
         if cache is not None and isinstance(source, StoredFile) and source.key:
-            key = (source.key, input_size)
+            key = (source.key, input_size, every_face)
             if key in cache:
                 one, error = cache[key]
                 prepared.append(one)
@@ -246,7 +249,7 @@ def analyse(
                 continue
         try:
             data = source if isinstance(source, bytes) else source.read()
-            one, error = prepare_image(data, input_size), None
+            one, error = prepare_image(data, input_size, every_face), None
         except UploadError as exc:
             one, error = None, str(exc)
         except Exception as exc:  # never let one odd file end the session

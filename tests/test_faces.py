@@ -99,3 +99,28 @@ def test_whole_image_input_any_aspect(shape: tuple[int, int]) -> None:
     out = faces.whole_image_input(np.full(shape, 77, np.uint8), (48, 48))
     assert out.shape == (48, 48)
     assert (out == 77).all()
+
+
+def _group(astronaut: np.ndarray) -> np.ndarray:
+    """The astronaut large (face ~84 px) and, mirrored, small (~48 px) on one canvas."""
+    photo = Image.fromarray(astronaut)
+    canvas = Image.new("L", (1000, 600), 120)
+    canvas.paste(photo.resize((440, 440)), (0, 160))
+    canvas.paste(photo.transpose(Image.FLIP_LEFT_RIGHT).resize((260, 260)), (460, 340))
+    return np.asarray(canvas)
+
+
+def test_every_face_of_a_group_photo_faces_of_different_sizes(astronaut: np.ndarray) -> None:
+    found = faces.detect_faces(_group(astronaut))
+    # Both faces, largest first: the small one beside a large one is the cascade's, and
+    # the badge on the large astronaut's suit it also fires on is rejected by BlazeFace.
+    assert [b.detector for b in found] == ["blazeface", "haar"]
+    big, small = found
+    assert near(centre(big), (440 / 512 * 220, 160 + 440 / 512 * 115), 20)
+    assert near(centre(small), (460 + 260 - 260 / 512 * 220, 340 + 260 / 512 * 115), 15)
+    assert 30 <= small.w <= 70 < big.w
+
+
+def test_largest_face_only_skips_the_small_face_search(astronaut: np.ndarray) -> None:
+    found = faces.detect_faces(_group(astronaut), every_face=False)
+    assert [b.detector for b in found] == ["blazeface"]

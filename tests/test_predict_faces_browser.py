@@ -201,3 +201,17 @@ def test_layout_at_800_px_and_on_a_phone(page: Page, app: ShinyAppProc, width: i
         # On a phone the upload control comes before the results.
         upload_top = upload.bounding_box()["y"]
         assert upload_top < page.locator(card).bounding_box()["y"]
+
+
+def test_sample_images_in_one_click(page: Page, app: ShinyAppProc) -> None:
+    open_predict(page, app)
+    page.locator("#predict-samples").click()
+    cards = page.locator(".predict-result")
+    expect(cards).to_have_count(4, timeout=RESULT_TIMEOUT)
+    expect(cards.locator(".card-header")).to_have_text(
+        ["astronaut.jpg", "astronaut-twice.jpg", "coffee-cup.jpg", "chelsea-the-cat.jpg"]
+    )
+    expect(page.locator("#predict-result_0 .faces-found")).to_have_text("1 face found by BlazeFace.")
+    expect(page.locator("#predict-result_1 .face-section")).to_have_count(2)
+    expect(page.locator("#predict-result_2 .not-a-face")).to_be_visible()
+    expect(page.locator("#predict-result_3 .not-a-face")).to_be_visible()

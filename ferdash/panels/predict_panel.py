@@ -21,6 +21,7 @@ from ..inference import MAX_FACES_PER_PHOTO, FileSource, PrepareCache
 from ..inspect_data import selector_choices
 from ..prediction import MODE_FER7, MODE_HAPPY_SAD, MODES, Analysis
 from ..runs.rundir import RunInfo, RunListing
+from ..samples import sample_files
 from ..webcam import WebcamError, decode_snapshot
 from . import labelled_panel
 from .result_cards import CSS, result_card, result_thumbnail
@@ -60,6 +61,9 @@ def panel_ui() -> TagChild:
                 f"Up to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB and "
                 f"{MAX_PIXELS // 1_000_000} megapixels per file.",
                 class_="small text-body-secondary",
+            ),
+            ui.input_action_button(
+                "samples", "Try sample images", class_="btn-sm btn-outline-primary mb-3"
             ),
             # One frame from the browser's camera, then the same path as an upload.
             snapshot_button("webcam", replaces="upload"),
@@ -160,8 +164,8 @@ def panel_server(
     # Only files Shiny stored for this session are ever opened (see uploads.py).
     upload_dir = session_upload_dir(session)
 
-    # A webcam snapshot replaces the last upload's results, and an upload the last
-    # snapshot's: whichever came last is analysed, by the same task.
+    # A webcam snapshot (or the sample images) replaces the last upload's results, and an
+    # upload the last snapshot's: whichever came last is analysed, by the same task.
     snapshot: reactive.Value[list[FileSource] | None] = reactive.value(None)
     camera_error: reactive.Value[str | None] = reactive.value(None)
 
@@ -181,6 +185,12 @@ def panel_server(
             return
         camera_error.set(None)
         snapshot.set([(name, data)])
+
+    @reactive.effect
+    @reactive.event(input.samples)
+    def _try_samples() -> None:
+        camera_error.set(None)
+        snapshot.set(sample_files())
 
     @reactive.calc
     def upload_list() -> UploadList | None:
@@ -279,7 +289,7 @@ def panel_server(
         if not files:
             items.append(
                 ui.p(
-                    "Choose one or more face images with “Browse”.",
+                    "Choose one or more face images with “Browse”, or “Try sample images”.",
                     class_="text-body-secondary",
                     id=session.ns("hint"),
                 )
