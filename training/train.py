@@ -271,14 +271,14 @@ def _run_training(cfg: TrainConfig, out: Path, cluster: Any, log) -> None:
         _finish_together(team, out, cfg, data, size, model=None, log=log)
         return
     if cluster is not None:
-        if chief_epoch >= 0 and any(p[1:] != (chief_epoch, chief_recall) for p in plans):
-            lost = [i for i, p in enumerate(plans) if p[1:] != (chief_epoch, chief_recall)]
+        lost = [i for i, p in enumerate(plans) if p[1:] != (chief_epoch, chief_recall)]
+        if chief_epoch >= 0 and lost:
             raise TrainingError(
                 f"the chief resumes {cfg.out} at epoch {chief_epoch + 1} but worker(s) "
                 f"{', '.join(map(str, lost))} have no backup of that epoch in their own "
                 "folder (the temporary folder they wrote it to is gone, or the cluster "
-                "changed): restart every worker on the host, with the TMPDIR, it ran "
-                "on, or pass --overwrite to start over"
+                "changed): restart each worker on the host it ran on, with the same TMPDIR, "
+                "or pass --overwrite to start over"
             )
         if chief_epoch < 0 and start != "fresh":
             _clear_run(out)  # The chief starts over: so does this worker's copy.
