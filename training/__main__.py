@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, metavar="RUN", help="run directory, e.g. models/NAME")
     t.add_argument("--classes", type=_classes, metavar="A,B", help="comma-separated class subset, e.g. happy,sad (default: all folders)")
     t.add_argument("--epochs", type=_positive, default=DEFAULTS.epochs, metavar="N", help="epochs to train in total (a resumed run ends at this count)")
-    t.add_argument("--batch-size", type=_positive, default=DEFAULTS.batch_size, metavar="N", help="per-device batch size (scaled by the GPU count)")
+    t.add_argument("--batch-size", type=_positive, default=DEFAULTS.batch_size, metavar="N", help="per-replica batch size (scaled by the GPU count, and by the workers when TF_CONFIG names a cluster)")
     t.add_argument("--image-size", type=_image_size, metavar="S|HxW", help="input HxW or S; default: the architecture's (48, r_parity 244)")
     aug = t.add_mutually_exclusive_group()
     aug.add_argument("--augment", dest="augment", action="store_true", default=None,

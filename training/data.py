@@ -260,7 +260,14 @@ def load_training_data(
             ds = ds.shuffle(min(len(train_files), 30000), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size)
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        # Under MultiWorkerMirroredStrategy (a no-op otherwise): every worker reads the
+        # whole folder and keeps its share of each global batch. Sharding by file cannot
+        # apply, the pipeline starts from a list of names, and AUTO would only warn before
+        # falling back to this; the shares are disjoint because every worker shuffles
+        # with the same seed.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
     return Datasets(
         train=finish(train_ds, True),

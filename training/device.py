@@ -1,9 +1,13 @@
-"""Where training runs: CPU, one GPU (mixed precision) or several (MirroredStrategy)."""
+"""Where training runs: CPU, one GPU (mixed precision), several (MirroredStrategy), or
+several machines (MultiWorkerMirroredStrategy, see :mod:`training.multiworker`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from training.multiworker import Cluster
 
 
 @dataclass
@@ -13,17 +17,24 @@ class DeviceSetup:
     replicas: int
     mixed_precision: bool
     strategy: Any
+    #: Machines training together (1 unless ``TF_CONFIG`` names a cluster).
+    workers: int = 1
 
     @property
     def label(self) -> str:
-        return f"{self.kind} ({self.name})" if self.name else self.kind
+        label = f"{self.kind} ({self.name})" if self.name else self.kind
+        return label + (f" on each of {self.workers} workers" if self.workers > 1 else "")
 
 
-def setup_device(mixed_precision: str = "auto", force_cpu: bool = False) -> DeviceSetup:
+def setup_device(
+    mixed_precision: str = "auto", force_cpu: bool = False, cluster: Cluster | None = None
+) -> DeviceSetup:
     """Pick the strategy and precision policy; call before any model is built.
 
     ``mixed_precision``: "auto" (on with a GPU: float16 maths on tensor cores roughly
     doubles throughput, while on a CPU it only slows things down), "on" or "off".
+    With a ``cluster``, call it before TensorFlow runs anything at all: the strategy
+    configures collective ops, which TensorFlow allows only at program start-up.
     """
     import keras
     import tensorflow as tf
@@ -53,6 +64,13 @@ def setup_device(mixed_precision: str = "auto", force_cpu: bool = False) -> Devi
         name = platform.processor() or platform.machine()
         strategy = tf.distribute.get_strategy()
         kind = "cpu"
+    if cluster is not None:
+        from training.multiworker import patch_keras
+
+        patch_keras()
+        # It reads TF_CONFIG itself, and uses this machine's GPUs (or its CPU) as its
+        # local replicas, all-reducing over them and the other workers' in one step.
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
     use_mp = mixed_precision == "on" or (mixed_precision == "auto" and kind == "gpu")
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mp else "float32")
     return DeviceSetup(
@@ -61,4 +79,5 @@ def setup_device(mixed_precision: str = "auto", force_cpu: bool = False) -> Devi
         replicas=int(strategy.num_replicas_in_sync),
         mixed_precision=use_mp,
         strategy=strategy,
+        workers=cluster.workers if cluster is not None else 1,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -92,30 +93,46 @@ def _check_image_size(arch: str, size: tuple[int, int]) -> None:
 def run_training(cfg: TrainConfig, log=print) -> Path:
     """Train (or resume, or finish) the run in ``cfg.out``; return the run directory.
 
-    A failure before anything was written leaves no empty ``--out`` folder behind.
+    A failure before anything was written leaves no empty ``--out`` folder behind. When
+    ``TF_CONFIG`` names a cluster, this is one of its workers (see
+    :mod:`training.multiworker`): the chief writes ``cfg.out``, any other its own copy.
     """
+    from training import multiworker
+
+    cluster = multiworker.from_env()
     out = Path(cfg.out)
+    if cluster is not None and not cluster.is_chief:
+        out = multiworker.worker_dir(out, cluster)
     created = not out.exists()
     try:
-        return _run_training(cfg, log)
+        _run_training(cfg, out, cluster, log)
+        return Path(cfg.out)
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
 
 
-def _run_training(cfg: TrainConfig, log) -> Path:
+#: How a worker's plan travels to the others (:meth:`training.multiworker.Team.together`).
+_STARTS = ("fresh", "resume", "finish")
+
+
+def _run_training(cfg: TrainConfig, out: Path, cluster: Any, log) -> None:
+    """``out``: the folder this process writes, the run directory itself unless it is a
+    non-chief worker of a cluster."""
+    from training import multiworker
     from training.architectures import get_architecture
+    from training.device import setup_device
 
     arch = get_architecture(cfg.arch)
     size = cfg.image_size or (arch.default_image_size, arch.default_image_size)
     augment = arch.default_augment if cfg.augment is None else cfg.augment
     classes = sorted(cfg.classes) if cfg.classes else None
-    out = Path(cfg.out)
-    _check_image_size(cfg.arch, size)
-    check_writable(out)
-    if cfg.init_from and Path(cfg.init_from).resolve() == out.resolve():
-        raise TrainingError(f"--init-from {cfg.init_from} is the run being trained")
+    # First of all TensorFlow: a multi-worker strategy must exist before anything runs.
+    device = setup_device(cfg.mixed_precision, cluster=cluster)
+    team = multiworker.Team(device.strategy, cluster) if cluster else multiworker.Solo()
+    if not team.is_chief:
+        log(f"{cluster.name} of {cluster.workers} workers: the chief writes {cfg.out}, this worker its copy in {out}")
 
     from training import resume, warm_start
 
@@ -143,44 +160,33 @@ def _run_training(cfg: TrainConfig, log) -> Path:
         "val_split": None if val_folder else cfg.validation_split,
     }
     backup_dir = out / BACKUP_DIR
-    if resume.already_finished(out, identity, overwrite=cfg.overwrite, log=log):
-        return out
+
+    def check() -> bool:
+        _check_image_size(cfg.arch, size)
+        check_writable(out)
+        if cfg.init_from and Path(cfg.init_from).resolve() == Path(cfg.out).resolve():
+            raise TrainingError(f"--init-from {cfg.init_from} is the run being trained")
+        # Whether the run is finished is the chief's to say: a worker's copy is gone then.
+        return team.is_chief and resume.already_finished(out, identity, overwrite=cfg.overwrite, log=log)
+
+    _, finished = team.together("checking --out", check, lambda done: [int(done)], width=1)
+    if finished[0][0]:
+        if not team.is_chief:
+            log(f"the chief found {cfg.out} finished: nothing to train")
+            multiworker.remove_worker_dir(out)
+        return
 
     import keras
     import tensorflow as tf
 
     from training.architectures import build_model, compile_model, make_optimizer
     from training.data import class_weights, load_training_data
-    from training.device import setup_device
 
-    device = setup_device(cfg.mixed_precision)
     keras.utils.set_random_seed(cfg.seed)
     global_batch = cfg.batch_size * device.replicas
-    # The data is read before anything in --out is touched: a mistyped --data must not
-    # cost the run that --overwrite would have replaced.
-    data = load_training_data(
-        cfg.data,
-        image_size=size,
-        batch_size=global_batch,
-        classes=classes,
-        validation_split=cfg.validation_split,
-        seed=cfg.seed,
-        limit_per_class=cfg.limit_per_class,
-        log=log,
-    )
-    weights = class_weights(data.train_counts, data.classes, cfg.class_weights, cfg.class_boost)
-    identity["classes"] = data.classes
 
-    start = resume.plan_start(out, identity, overwrite=cfg.overwrite, model_loads=_loads, log=log)
-    if start == "finish":
-        shutil.rmtree(backup_dir, ignore_errors=True)
-        return _finish(out, cfg, data, size, model=None, log=log)
-    if start == "fresh":
-        _clear_run(out)
-    has_backup = start == "resume"
-
-    def new_model(recall: bool) -> Any:
-        with device.strategy.scope():
+    def new_model(recall: bool, scope: Any) -> Any:
+        with scope:
             model = compile_model(
                 build_model(cfg.arch, size, len(data.classes), augment=augment, seed=cfg.seed),
                 cfg.arch,
@@ -193,39 +199,110 @@ def _run_training(cfg: TrainConfig, log) -> Path:
                 model.optimizer.learning_rate = cfg.learning_rate
         return model
 
-    # A resumed run keeps the columns its history.csv has: CSVLogger appends rows under
-    # the header already written, so new metric columns would misalign them.
-    header = _history_header(out / HISTORY_FILE) if has_backup else []
-    class_recall = not header or any(k.startswith("val_recall_") for k in header)
-    model = new_model(class_recall)
-    initial_epoch = None
-    if has_backup:
-        with device.strategy.scope():
-            initial_epoch = resume.restorable_epoch(
-                backup_dir, can_load=lambda p: _weights_load(model, p)
-            )
+    # Every variable made in a multi-worker scope is a collective op (the chief sends its
+    # initial value), so the workers may only build the model they train, once they agree
+    # on it: the one that tries the backup is built outside the strategy.
+    def planning_scope() -> Any:
+        return contextlib.nullcontext() if cluster else device.strategy.scope()
+
+    def plan() -> tuple[str, int | None, bool, Any]:
+        """(start, initial_epoch, class_recall, model) from what ``out`` holds."""
+        nonlocal data, weights
+        # The data is read before anything in --out is touched: a mistyped --data must
+        # not cost the run that --overwrite would have replaced.
+        data = load_training_data(
+            cfg.data,
+            image_size=size,
+            batch_size=global_batch,
+            classes=classes,
+            validation_split=cfg.validation_split,
+            seed=cfg.seed,
+            limit_per_class=cfg.limit_per_class,
+            log=log,
+        )
+        weights = class_weights(data.train_counts, data.classes, cfg.class_weights, cfg.class_boost)
+        identity["classes"] = data.classes
+        try:
+            start = resume.plan_start(out, identity, overwrite=cfg.overwrite, model_loads=_loads, log=log)
+        except TrainingError:
+            if team.is_chief:
+                raise
+            # A worker's copy of some other run is no reason to stop: the chief's plan
+            # decides, and a resume that this worker cannot follow is refused below.
+            start = "fresh"
+        if start == "finish":
+            return start, None, False, None
+        if start == "fresh":
+            _clear_run(out)
+        # A resumed run keeps the columns its history.csv has: CSVLogger appends rows
+        # under the header already written, so new metric columns would misalign them.
+        header = _history_header(out / HISTORY_FILE) if start == "resume" else []
+        class_recall = not header or any(k.startswith("val_recall_") for k in header)
+        model = new_model(class_recall, planning_scope())
+        if start != "resume":
+            return start, None, class_recall, model
+        with planning_scope():
+            initial_epoch = resume.restorable_epoch(backup_dir, can_load=lambda p: _weights_load(model, p))
         if initial_epoch is None:
             log(f"the backup in {backup_dir} cannot be loaded: starting the run over")
             _clear_run(out)
             if not class_recall:  # a fresh history gets the recall columns
-                class_recall = True
-                model = new_model(True)
-        elif initial_epoch > cfg.epochs:
+                return "fresh", None, True, new_model(True, planning_scope())
+            return "fresh", None, class_recall, model
+        if initial_epoch > cfg.epochs:
             raise TrainingError(
                 f"{out} has trained {initial_epoch} epochs, more than --epochs {cfg.epochs}: "
                 f"re-run with --epochs {initial_epoch} or more"
             )
-    params = int(model.count_params())
-    check_free_space(out, params)
-    if cfg.init_from and initial_epoch is None:
-        # Only a fresh start is seeded (and needs its seed run to be there): a resumed
-        # run's own weights come from its backup.
-        try:
-            donor = warm_start.check_source(cfg.init_from, cfg.arch, size)
-            seeded = warm_start.copy_weights(model, donor, data.classes)
-        except warm_start.WarmStartError as exc:
-            raise TrainingError(str(exc)) from exc
-        log(f"starting from {seeded.describe()}")
+        return start, initial_epoch, class_recall, model
+
+    data: Any = None
+    weights: Any = None
+    (start, initial_epoch, class_recall, model), plans = team.together(
+        "reading the data and --out",
+        plan,
+        lambda p: (_STARTS.index(p[0]), -1 if p[1] is None else p[1], int(p[2])),
+        width=3,
+    )
+    chief_start, chief_epoch, chief_recall = plans[0]
+    if _STARTS[chief_start] == "finish":
+        if team.is_chief:
+            shutil.rmtree(backup_dir, ignore_errors=True)
+        _finish_together(team, out, cfg, data, size, model=None, log=log)
+        return
+    if cluster is not None:
+        lost = [i for i, p in enumerate(plans) if p[1:] != (chief_epoch, chief_recall)]
+        if chief_epoch >= 0 and lost:
+            raise TrainingError(
+                f"the chief resumes {cfg.out} at epoch {chief_epoch + 1} but worker(s) "
+                f"{', '.join(map(str, lost))} have no backup of that epoch in their own "
+                "folder (the temporary folder they wrote it to is gone, or the cluster "
+                "changed): restart each worker on the host it ran on, with the same TMPDIR, "
+                "or pass --overwrite to start over"
+            )
+        if chief_epoch < 0 and start != "fresh":
+            _clear_run(out)  # The chief starts over: so does this worker's copy.
+        initial_epoch, class_recall = (None if chief_epoch < 0 else chief_epoch), bool(chief_recall)
+        # Re-seeded so that the initial weights depend on --seed alone, not on the planning
+        # model drawn before them (the chief's are sent to the others anyway).
+        keras.utils.set_random_seed(cfg.seed)
+        model = new_model(class_recall, device.strategy.scope())
+
+    def prepare() -> int:
+        params = int(model.count_params())
+        check_free_space(out, params)
+        if cfg.init_from and initial_epoch is None:
+            # Only a fresh start is seeded (and needs its seed run to be there): a resumed
+            # run's own weights come from its backup.
+            try:
+                donor = warm_start.check_source(cfg.init_from, cfg.arch, size)
+                seeded = warm_start.copy_weights(model, donor, data.classes)
+            except warm_start.WarmStartError as exc:
+                raise TrainingError(str(exc)) from exc
+            log(f"starting from {seeded.describe()}")
+        return params
+
+    params, _ = team.together("preparing to train", prepare)
 
     rows: list[dict[str, str]] = []
     if initial_epoch is not None:
@@ -276,6 +353,7 @@ def _run_training(cfg: TrainConfig, log) -> Path:
         "params": params,
         "device": device.label,
         "replicas": device.replicas,
+        "workers": device.workers,
         "mixed_precision": device.mixed_precision,
         "class_weights": {c: weights[i] for i, c in enumerate(data.classes)} if weights else None,
         "train_images": len(data.train_files),
@@ -295,6 +373,7 @@ def _run_training(cfg: TrainConfig, log) -> Path:
     log(
         f"training {cfg.arch} ({params:,} parameters) on {len(data.train_files)} images, "
         f"validating on {len(data.val_files)}; {device.label}, batch {global_batch}"
+        + (f" ({cfg.batch_size} per replica x {device.replicas})" if device.replicas > 1 else "")
         + (", mixed precision" if device.mixed_precision else "")
     )
     model.fit(
@@ -306,7 +385,18 @@ def _run_training(cfg: TrainConfig, log) -> Path:
         shuffle=False,  # The pipeline shuffles (fit cannot shuffle a tf.data.Dataset).
         verbose=cfg.verbose,
     )
-    return _finish(out, cfg, data, size, model=model, log=log)
+    _finish_together(team, out, cfg, data, size, model=model, log=log)
+
+
+def _finish_together(team: Any, out: Path, cfg: TrainConfig, data: Any, size: tuple[int, int], model: Any, log) -> None:
+    """The chief finishes the run while the other workers wait: each then exits with the
+    run's outcome, and none is gone (which the chief's health checks would report as a
+    failed worker) while the chief still works."""
+    from training import multiworker
+
+    team.together("finishing the run", lambda: _finish(out, cfg, data, size, model, log) if team.is_chief else None)
+    if not team.is_chief:
+        multiworker.remove_worker_dir(out)
 
 
 def _mark_fit_ended(out: Path, classes: list[str], size: tuple[int, int]) -> Any:
