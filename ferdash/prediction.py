@@ -252,8 +252,8 @@ def saliency_overlays(
         return f"No Grad-CAM map: {exc}"
     for j, (i, face) in enumerate(shown):
         if not np.any(maps[j] > 0):
-            # Every region of the last feature map argued (slightly) against the class:
-            # an overlay would be the bare crop, which reads as "looked nowhere".
+            # No region argued for the class against a blank (a flat crop): an overlay
+            # would be the bare crop, which reads as "looked nowhere".
             cards[i][face.number - 1] = (None, wording.no_saliency_text(named[j]))
         else:
             cards[i][face.number - 1] = (png_data_uri(saliency.overlay(face.crop, maps[j])), None)

@@ -134,9 +134,9 @@ def faces_text(
 
 
 def no_saliency_text(class_name: str) -> str:
-    """Why a card has no Grad-CAM map: the map held no positive evidence."""
+    """Why a card has no Grad-CAM map: the map held no positive evidence (a flat image)."""
     return (
-        f"Grad-CAM found no region arguing for “{class_name}”: in the last convolutional "
-        "layer every part of the face pushed slightly against it, so there is no map to "
-        "show. The answer rests on the face as a whole (the other classes scored lower still)."
+        f"Grad-CAM found no region arguing for “{class_name}”: compared with a plain grey "
+        "image, no part of this crop pushed the network towards it, so there is no map to "
+        "show: a flat or nearly flat crop has nothing to point at."
     )
