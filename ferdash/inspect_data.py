@@ -19,6 +19,7 @@ from typing import Any, Generic, Iterable, TypeVar
 
 import pandas as pd
 
+from .train_settings import TRAIN_COMMAND_TEXT
 from .runs.rundir import (
     EVALUATION_FILE,
     HISTORY_FILE,
@@ -39,7 +40,7 @@ from .runs.rundir import (
 T = TypeVar("T")
 
 #: The command the panels suggest when there is no run at all.
-TRAIN_COMMAND = "python -m training train --data DIR --arch fernet --out models/NAME"
+TRAIN_COMMAND = f"{TRAIN_COMMAND_TEXT} --data DIR --arch fernet --out models/NAME"
 
 #: Most faces the gallery shows at once; the rest are counted, not rendered.
 GALLERY_LIMIT = 60

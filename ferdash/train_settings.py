@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: ``--class-weights``: none, inverse class frequency, or its square root.
+#: How a training run is started, ``python -m training train ...``: by the Train tab's
+#: processes, and in the hints that tell a user how to train.
+TRAIN_MODULE = "training"
+TRAIN_SUBCOMMAND = "train"
+TRAIN_COMMAND_TEXT = f"python -m {TRAIN_MODULE} {TRAIN_SUBCOMMAND}"
+
 CLASS_WEIGHT_MODES: tuple[str, ...] = ("none", "balanced", "sqrt")
 #: ``--tta``: test-time augmentation ("none" is stored as no TTA).
 TTA_MODES: tuple[str, ...] = ("none", "hflip")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import config, data_layout
 from .runs.architectures import ARCHITECTURES
-from .train_settings import CLASS_WEIGHT_MODES, DEFAULTS
+from .train_settings import CLASS_WEIGHT_MODES, DEFAULTS, TRAIN_MODULE, TRAIN_SUBCOMMAND
 from .data_layout import TRAINABLE_EXTENSIONS
 from .runs.rundir import (
     BACKUP_DIR,
@@ -39,7 +39,7 @@ from .runs.rundir import (
 )
 
 #: The command a job runs, before its arguments. Tests point it at a paced wrapper.
-TRAIN_COMMAND: list[str] = [sys.executable, "-m", "training"]
+TRAIN_COMMAND: list[str] = [sys.executable, "-m", TRAIN_MODULE]
 
 LOG_FILE = "train.log"
 #: Seconds between SIGTERM and SIGKILL when cancelling.
@@ -224,7 +224,7 @@ class TrainRequest:
     def argv(self, overwrite: bool | None = None) -> list[str]:
         """Arguments after ``python -m training`` (``--overwrite`` only on a fresh start)."""
         args = [
-            "train",
+            TRAIN_SUBCOMMAND,
             "--data", str(self.data),
             "--arch", self.arch,
             "--out", str(self.out),

@@ -22,6 +22,7 @@ from ..inspect_data import selector_choices
 from ..prediction import MODE_FER7, MODE_HAPPY_SAD, MODES, Analysis
 from ..runs.rundir import RunInfo, RunListing
 from ..samples import sample_files
+from ..train_settings import TRAIN_COMMAND_TEXT
 from ..webcam import WebcamError, decode_snapshot
 from . import labelled_panel
 from .result_cards import CSS, result_card, result_thumbnail
@@ -34,7 +35,7 @@ VIEWS = {"cards": "Cards", "grid": "Thumbnails"}
 SUBTITLE = "Let's calculate image expression percentage for happy or sad."
 TRAIN_HINT = TagList(
     "Train one with ",
-    ui.code("python -m training train"),
+    ui.code(TRAIN_COMMAND_TEXT),
     " (see docs/training.md); it appears here without restarting the app.",
 )
 
