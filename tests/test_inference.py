@@ -296,3 +296,17 @@ def test_file_names_are_shown_without_hidden_characters(astronaut_png: bytes) ->
     assert [r.name for r in results] == list(tricky.values())
     long = inference.analyse([("x" * 10_000 + ".png", astronaut_png)], None)[0].name
     assert len(long) == inference.MAX_NAME_CHARS and long.endswith("…")
+
+
+def test_a_second_run_reads_every_face_too(loaded_runs, astronaut_png: bytes) -> None:
+    # Happy-vs-sad mode: the seven-expression run also reads each face, at its own size.
+    happy_sad, fer7 = loaded_runs["happy_sad"], loaded_runs["fer7"]
+    (result,) = inference.analyse([("a.png", astronaut_png)], happy_sad, second=fer7)
+    (face,) = result.faces
+    classes, probs = face.second_opinion
+    assert classes == fer7.classes and probs.shape == (7,)
+    direct = fer7.predict(result.prepared.crop[None, ..., None].astype(np.float32))[0]
+    np.testing.assert_allclose(probs, direct, atol=1e-6)
+    assert face.probs.shape == (2,)  # the answer asked for is still the happy-vs-sad one
+    # Without a second run there is no second reading.
+    assert inference.analyse_bytes(astronaut_png, happy_sad).faces[0].second_opinion is None
