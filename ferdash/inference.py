@@ -215,6 +215,23 @@ FileSource = tuple[str, bytes | StoredFile]
 PrepareCache = dict[tuple[str, tuple[int, int]], tuple["Prepared | None", "str | None"]]
 
 
+def prepare_file(
+    source: bytes | StoredFile, input_size: tuple[int, int]
+) -> tuple[Prepared | None, str | None]:
+    """:func:`prepare_image` of one file, or None and the message its result shows.
+
+    Never raises for a bad file: :func:`analyse` and the Ray engine's prepare tasks
+    (:mod:`ferdash.ray_engine`) both call it, so a file fails with the same words in both.
+    """
+    try:
+        data = source if isinstance(source, bytes) else source.read()
+        return prepare_image(data, input_size), None
+    except UploadError as exc:
+        return None, str(exc)
+    except Exception as exc:  # never let one odd file end the session
+        return None, f"The file could not be processed ({type(exc).__name__})."
+
+
 def analyse(
     files: Sequence[FileSource],
     loaded: LoadedRun | None,
@@ -244,13 +261,7 @@ def analyse(
                 prepared.append(one)
                 errors.append(error)
                 continue
-        try:
-            data = source if isinstance(source, bytes) else source.read()
-            one, error = prepare_image(data, input_size), None
-        except UploadError as exc:
-            one, error = None, str(exc)
-        except Exception as exc:  # never let one odd file end the session
-            one, error = None, f"The file could not be processed ({type(exc).__name__})."
+        one, error = prepare_file(source, input_size)
         prepared.append(one)
         errors.append(error)
         if key is not None:
