@@ -41,7 +41,7 @@ FORMATS = {".parquet": "parquet", ".csv": "csv"}
 
 #: A fault drill: when this names a folder, a prepare task that finds ``crash-prepare``
 #: in it (a model actor: ``crash-model``) removes the file and ends its own process, once,
-#: after finishing as many batches as the file says (empty: none). It leaves
+#: in the batch after as many as the number in the file (empty: the first). It leaves
 #: ``crashed-<stage>-<pid>`` behind.
 #: The tests use it to show that a lost worker loses no rows; on a cluster it can be
 #: set through ``runtime_env={"env_vars": ...}`` to try a deployment's recovery.
@@ -215,7 +215,7 @@ def output_format(out: str) -> str:
     """"parquet" or "csv" from ``out``'s extension; ValueError for any other."""
     suffix = Path(out.rstrip("/")).suffix.lower()
     if suffix not in FORMATS:
-        raise ValueError(f"--out must end in .parquet or .csv (a folder of part files), not {out!r}")
+        raise ValueError(f"the output must end in .parquet or .csv (a folder of part files), not {out!r}")
     return FORMATS[suffix]
 
 
