@@ -216,6 +216,29 @@ FileSource = tuple[str, bytes | StoredFile]
 PrepareCache = dict[tuple[str, tuple[int, int], bool], tuple["Prepared | None", "str | None"]]
 
 
+def cache_key(file_key: str, input_size: tuple[int, int], every_face: bool = True) -> tuple[str, tuple[int, int], bool]:
+    """Where :func:`analyse`'s prepare cache keeps a stored file prepared for a model of
+    ``input_size``: a caller that prepared files elsewhere fills the cache with it."""
+    return (file_key, tuple(input_size), every_face)
+
+
+def prepare_file(
+    source: bytes | StoredFile, input_size: tuple[int, int], every_face: bool = True
+) -> tuple[Prepared | None, str | None]:
+    """:func:`prepare_image` of one file, or None and the message its result shows.
+
+    Never raises for a bad file: :func:`analyse` and the Ray engine's prepare tasks
+    (:mod:`ferdash.ray_engine`) both call it, so a file fails with the same words in both.
+    """
+    try:
+        data = source if isinstance(source, bytes) else source.read()
+        return prepare_image(data, input_size, every_face), None
+    except UploadError as exc:
+        return None, str(exc)
+    except Exception as exc:  # never let one odd file end the session
+        return None, f"The file could not be processed ({type(exc).__name__})."
+
+
 def analyse(
     files: Sequence[FileSource],
     loaded: LoadedRun | None,
@@ -241,19 +264,13 @@ def analyse(
             continue
         key = None
         if cache is not None and isinstance(source, StoredFile) and source.key:
-            key = (source.key, input_size, every_face)
+            key = cache_key(source.key, input_size, every_face)
             if key in cache:
                 one, error = cache[key]
                 prepared.append(one)
                 errors.append(error)
                 continue
-        try:
-            data = source if isinstance(source, bytes) else source.read()
-            one, error = prepare_image(data, input_size, every_face), None
-        except UploadError as exc:
-            one, error = None, str(exc)
-        except Exception as exc:  # never let one odd file end the session
-            one, error = None, f"The file could not be processed ({type(exc).__name__})."
+        one, error = prepare_file(source, input_size, every_face)
         prepared.append(one)
         errors.append(error)
         if key is not None:

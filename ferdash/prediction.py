@@ -388,10 +388,18 @@ def results_frame(
 
 
 def csv_text(frame: pd.DataFrame) -> str:
-    """The frame as CSV, with file names defused for spreadsheets.
+    """The frame as CSV, with file names defused for spreadsheets (:func:`spreadsheet_safe`)."""
+    buf = io.StringIO()
+    spreadsheet_safe(frame).to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` whose file names cannot run as spreadsheet formulas.
 
     A name starting with = + - @ would run as a formula when the CSV is opened in a
-    spreadsheet; a leading apostrophe keeps it text.
+    spreadsheet; a leading apostrophe keeps it text. Every CSV writer uses this (the
+    Predict download, the Ray engine's part files).
     """
     frame = frame.copy()
     if "file" in frame:
@@ -399,9 +407,7 @@ def csv_text(frame: pd.DataFrame) -> str:
             "'" + name if name[:1] in ("=", "+", "-", "@", "\t", "\r") else name
             for name in frame["file"].astype(str)
         ]
-    buf = io.StringIO()
-    frame.to_csv(buf, index=False)
-    return buf.getvalue()
+    return frame
 
 
 def csv_filename(done: Analysis | None) -> str:
