@@ -215,6 +215,21 @@ FileSource = tuple[str, bytes | StoredFile]
 PrepareCache = dict[tuple[str, tuple[int, int]], tuple["Prepared | None", "str | None"]]
 
 
+def prepare_file(
+    source: bytes | StoredFile, input_size: tuple[int, int]
+) -> tuple[Prepared | None, str | None]:
+    """One file read, decoded and cropped: (prepared, None), or (None, the message saying
+    why it cannot be used). Never raises for a bad file; safe to call from worker threads
+    (the detectors keep one instance per thread)."""
+    try:
+        data = source if isinstance(source, bytes) else source.read()
+        return prepare_image(data, input_size), None
+    except UploadError as exc:
+        return None, str(exc)
+    except Exception as exc:  # never let one odd file end the session
+        return None, f"The file could not be processed ({type(exc).__name__})."
+
+
 def analyse(
     files: Sequence[FileSource],
     loaded: LoadedRun | None,
@@ -229,45 +244,45 @@ def analyse(
     says when a face is clearly neither); its failure only loses that second reading.
     """
     input_size = loaded.input_size if loaded else DEFAULT_INPUT_SIZE
-    prepared: list[Prepared | None] = []
-    errors: list[str | None] = []
+    prepared: list[tuple[Prepared | None, str | None]] = []
     for index, (_name, source) in enumerate(files):
         if index >= MAX_FILES_PER_UPLOAD:
-            prepared.append(None)
-            errors.append(f"Not processed: at most {MAX_FILES_PER_UPLOAD} files per upload.")
+            prepared.append((None, f"Not processed: at most {MAX_FILES_PER_UPLOAD} files per upload."))
             continue
         key = None
         if cache is not None and isinstance(source, StoredFile) and source.key:
             key = (source.key, input_size)
             if key in cache:
-                one, error = cache[key]
-                prepared.append(one)
-                errors.append(error)
+                prepared.append(cache[key])
                 continue
-        try:
-            data = source if isinstance(source, bytes) else source.read()
-            one, error = prepare_image(data, input_size), None
-        except UploadError as exc:
-            one, error = None, str(exc)
-        except Exception as exc:  # never let one odd file end the session
-            one, error = None, f"The file could not be processed ({type(exc).__name__})."
+        one = prepare_file(source, input_size)
         prepared.append(one)
-        errors.append(error)
         if key is not None:
-            cache[key] = (one, error)
+            cache[key] = one
+    return classify([name for name, _ in files], prepared, loaded, second)
 
-    crops = [face.crop for p in prepared if p is not None for face in p.faces]
-    face_probs: list[tuple[np.ndarray, ...]] = [()] * len(files)
+
+def classify(
+    names: Sequence[str],
+    prepared: Sequence[tuple[Prepared | None, str | None]],
+    loaded: LoadedRun | None,
+    second: LoadedRun | None = None,
+) -> list[ImageResult]:
+    """The results of files already through :func:`prepare_file` (one ``(prepared,
+    error)`` per name): every face of every file in one model batch (see :func:`analyse`)."""
+    images = [p for p, _ in prepared]
+    crops = [face.crop for p in images if p is not None for face in p.faces]
+    face_probs: list[tuple[np.ndarray, ...]] = [()] * len(images)
     model_error: str | None = None
     if loaded is not None and crops:
         try:
-            face_probs = _per_file(prepared, loaded.predict(_batch(crops, loaded.input_size)))
+            face_probs = _per_file(images, loaded.predict(_batch(crops, loaded.input_size)))
         except Exception as exc:
             model_error = f"The model failed on these images: {exc}"
     seconds: list[tuple[np.ndarray, ...]] | None = None
     if second is not None and crops and model_error is None:
         try:
-            seconds = _per_file(prepared, second.predict(_batch(crops, second.input_size)))
+            seconds = _per_file(images, second.predict(_batch(crops, second.input_size)))
         except Exception:  # the answer asked for stands without the second reading
             seconds = None
 
@@ -275,14 +290,14 @@ def analyse(
     return [
         ImageResult(
             name=display_name(name),
-            prepared=prepared[i],
+            prepared=images[i],
             classes=classes,
             face_probs=face_probs[i],
-            error=errors[i],
-            model_error=model_error if prepared[i] is not None else None,
+            error=prepared[i][1],
+            model_error=model_error if images[i] is not None else None,
             second_opinion=(second.classes, seconds[i]) if seconds is not None and second else None,
         )
-        for i, (name, _source) in enumerate(files)
+        for i, name in enumerate(names)
     ]
 
 
