@@ -40,8 +40,11 @@ def load_run(info: RunInfo) -> LoadedRun:
 
     TensorFlow's C++ start-up lines (oneDNN, CUDA, XNNPACK) ignore TF_CPP_MIN_LOG_LEVEL
     and would bury the command's own output: what is written to standard error while the
-    model loads is held back, and shown only when the load fails.
+    model and the face detector load is held back, and shown only when the load fails.
     """
+    import numpy as np
+
+    from ..faces import detect_faces
     from ..prediction import load_model
 
     sys.stderr.flush()
@@ -50,6 +53,8 @@ def load_run(info: RunInfo) -> LoadedRun:
         os.dup2(held.fileno(), 2)
         try:
             loaded, error = load_model(info)
+            # BlazeFace's first interpreter announces its XNNPACK delegate, once a process.
+            detect_faces(np.zeros((64, 64), np.uint8))
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)

@@ -90,7 +90,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default="local",
         help="local: this process (default); ray: Ray Data (needs ferdash[ray] and --out)",
     )
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, largest_face=False)
 
 
 def run(args: argparse.Namespace) -> int:
