@@ -22,7 +22,6 @@ takes them: crops with the whole image as the face box, photos with its Haar det
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys

@@ -60,6 +60,10 @@ class FacePrediction:
 class Predictor:
     """One run, loaded once, answering for images and folders.
 
+    >>> predictor = Predictor("models/fer7")                   # doctest: +SKIP
+    >>> [(f.number, f.top_class) for f in predictor.predict("astronaut.png")]  # doctest: +SKIP
+    [(1, 'happy')]
+
     ``run``: a run folder, or the name of a run in the models folder
     (``FERDASH_MODELS_DIR``, else the shipped ``models/``); None: ``fer7``. Raises
     :class:`ferdash.runs.rundir.RunDirError` for a folder that is no run, and

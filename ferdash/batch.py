@@ -5,8 +5,11 @@ The same steps as an upload (:func:`ferdash.inference.prepare_file`, then
 :func:`ferdash.inference.classify`), arranged for throughput: worker threads read,
 decode, detect and crop the files of the next chunks while the model runs on the current
 one, and the model gets every face of a chunk (hundreds) in one call. Threads, not
-processes: Pillow, OpenCV and TF Lite release the interpreter lock while they work, and
-the prepared images (NumPy arrays) then need no copying between processes.
+processes: Pillow, OpenCV and TF Lite release the interpreter lock while they work (a
+photo's detection, the costly part, runs in parallel), the prepared images need no
+copying between processes, and no worker pays TensorFlow's import. A 48x48 crop's
+decoding is mostly Python, so for crops a second thread gains nothing
+(``benchmarks/bench_cli.py``, docs/cli.md).
 
 No Shiny import, and TensorFlow only once a model is loaded.
 """
@@ -64,7 +67,8 @@ def read_local_file(path: str | os.PathLike[str]) -> bytes:
     except imaging.UploadError as exc:
         cause = exc.__cause__
         if isinstance(cause, OSError):  # read_upload's own message speaks of a server
-            raise imaging.UploadError(f"The file could not be read: {cause.strerror or cause}.") from cause
+            reason = cause.strerror or cause
+            raise imaging.UploadError(f"The file could not be read: {reason}.") from cause
         raise
 
 
@@ -85,15 +89,16 @@ def predict_chunks(
     """The results of ``paths``, ``batch_files`` files per model call, in order; never
     raises for a bad file (its :attr:`ImageResult.error` says why).
 
-    ``workers`` threads (default: one per core) prepare the files up to two chunks ahead
-    of the model. Closing the iterator early (a ``break``, Ctrl-C) cancels what has not
+    ``workers`` threads (default: one per core) prepare the files of the current chunk
+    and the next one while the model runs. Closing the iterator early (a ``break``, Ctrl-C) cancels what has not
     started and leaves the few files in progress to finish in the background.
     """
     if batch_files < 1:
         raise ValueError("batch_files must be at least 1")
     names = [os.fspath(p) for p in paths]
     prepare = partial(_prepare_path, input_size=loaded.input_size)
-    pool = ThreadPoolExecutor(max(1, workers or cpu_count()), thread_name_prefix="ferdash-prepare")
+    threads = max(1, workers or cpu_count())
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="ferdash-prepare")
     pending: deque[Future[tuple[Prepared | None, str | None]]] = deque()
     submitted = 0
     try:
@@ -163,7 +168,8 @@ class Summary:
         if self.not_classified:
             parts.append(f"{sum(self.not_classified.values()):,} not classified")
         lines = [f"{_count(self.files, 'file')}: {', '.join(parts)}."]
-        for what, counts in (("unreadable", self.unreadable), ("not classified", self.not_classified)):
+        reasons = (("unreadable", self.unreadable), ("not classified", self.not_classified))
+        for what, counts in reasons:
             lines.extend(f"  {what}: {n:,} × {message}" for message, n in counts.most_common())
         return lines
 

@@ -247,7 +247,8 @@ def analyse(
     prepared: list[tuple[Prepared | None, str | None]] = []
     for index, (_name, source) in enumerate(files):
         if index >= MAX_FILES_PER_UPLOAD:
-            prepared.append((None, f"Not processed: at most {MAX_FILES_PER_UPLOAD} files per upload."))
+            refused = f"Not processed: at most {MAX_FILES_PER_UPLOAD} files per upload."
+            prepared.append((None, refused))
             continue
         key = None
         if cache is not None and isinstance(source, StoredFile) and source.key:

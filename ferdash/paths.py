@@ -39,7 +39,9 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def iter_image_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = False) -> list[Path]:
+def iter_image_paths(
+    paths: Iterable[str | os.PathLike[str]], recursive: bool = False
+) -> list[Path]:
     """The files ``paths`` name, in order (see the module's docstring for the rules).
 
     Raises :class:`NoSuchPath` listing every argument that names nothing, before any

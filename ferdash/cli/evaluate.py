@@ -145,4 +145,5 @@ def _write(report, out_dir: Path) -> None:
     # Rows: the true class; columns: the answer given, then the images without one.
     confusion.rename_axis("true class").to_csv(out_dir / CONFUSION_CSV)
     (out_dir / CONFUSION_PNG).write_bytes(report.confusion_png())
-    print(f"\nWritten to {out_dir}: {PER_IMAGE_CSV}, {PER_CLASS_CSV}, {CONFUSION_CSV}, {CONFUSION_PNG}")
+    written = ", ".join((PER_IMAGE_CSV, PER_CLASS_CSV, CONFUSION_CSV, CONFUSION_PNG))
+    print(f"\nWritten to {out_dir}: {written}")

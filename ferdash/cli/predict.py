@@ -69,7 +69,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-r", "--recursive", action="store_true", help="folders: sub-folders too")
     parser.add_argument(
-        "--resume", action="store_true", help="skip the files already in --out and append the others"
+        "--resume",
+        action="store_true",
+        help="skip the files already in --out and append the others",
     )
     parser.add_argument(
         "--batch-files",
@@ -236,5 +238,7 @@ def _run_ray(args: argparse.Namespace, paths: Sequence[Path], info: RunInfo) -> 
         missing = exc.name or ""
         if missing.split(".")[0] != "ray" and missing != "ferdash.ray_engine":
             raise  # something else is broken: its own traceback says more
-        raise CommandError(f"--engine ray needs Ray and ferdash.ray_engine ({exc}): {RAY_HINT}") from None
+        raise CommandError(
+            f"--engine ray needs Ray and ferdash.ray_engine ({exc}): {RAY_HINT}"
+        ) from None
     return 0

@@ -6,6 +6,7 @@ already holds, for ``--resume``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -19,8 +20,12 @@ import pandas as pd
 from ..prediction import csv_text, undefused
 
 #: The output formats, by the suffix of ``--out``.
-FORMATS: dict[str, str] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
-PARQUET_HINT = "Parquet output needs pyarrow: pip install 'ferdash[parquet]' (or write .csv or .jsonl)"
+FORMATS: dict[str, str] = {
+    ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"
+}
+PARQUET_HINT = (
+    "Parquet output needs pyarrow: pip install 'ferdash[parquet]' (or write .csv or .jsonl)"
+)
 
 
 class OutputError(ValueError):
@@ -37,7 +42,7 @@ def output_format(out: Path | None) -> str:
         raise OutputError(f"--out must end in {', '.join(FORMATS)}: {out}")
     if fmt == "parquet":
         try:
-            import pyarrow.parquet  # noqa: F401
+            importlib.import_module("pyarrow.parquet")  # checked now, used once rows come
         except ImportError:
             raise OutputError(PARQUET_HINT) from None
     return fmt
@@ -75,7 +80,8 @@ def read_existing(out: Path, fmt: str) -> Existing:
             files = [n for name in frame.get("file", []) for n in {name, undefused(name)}]
             runs = list(frame.get("run", []))
         else:
-            rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line]
+            lines = out.read_text(encoding="utf-8").splitlines()
+            rows = [json.loads(line) for line in lines if line]
             files = [row.get("file") for row in rows]
             runs = [row.get("run") for row in rows]
             columns = tuple(rows[0]) if rows else ()
@@ -159,7 +165,10 @@ class _ParquetWriter:
         import pyarrow.parquet as pq
 
         if self._schema is None:
-            schema = self.keep.schema if self.keep is not None else _schema(frame, self.float_columns)
+            if self.keep is not None:
+                schema = self.keep.schema
+            else:
+                schema = _schema(frame, self.float_columns)
             if tuple(schema.names) != tuple(frame.columns):
                 raise OutputError("the output's columns are not this run's: write to another --out")
             self._schema = schema
