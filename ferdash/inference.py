@@ -227,8 +227,10 @@ def prepare_file(
 ) -> tuple[Prepared | None, str | None]:
     """:func:`prepare_image` of one file, or None and the message its result shows.
 
-    Never raises for a bad file: :func:`analyse` and the Ray engine's prepare tasks
-    (:mod:`ferdash.ray_engine`) both call it, so a file fails with the same words in both.
+    Never raises for a bad file: :func:`analyse`, the command line's worker threads
+    (:mod:`ferdash.batch`) and the Ray engine's prepare tasks (:mod:`ferdash.ray_engine`)
+    all call it, so a file fails with the same words everywhere. Safe to call from worker
+    threads (the detectors keep one instance per thread).
     """
     try:
         data = source if isinstance(source, bytes) else source.read()
@@ -255,39 +257,46 @@ def analyse(
     ``every_face`` False classifies only each photo's largest face (faster detection).
     """
     input_size = loaded.input_size if loaded else DEFAULT_INPUT_SIZE
-    prepared: list[Prepared | None] = []
-    errors: list[str | None] = []
+    prepared: list[tuple[Prepared | None, str | None]] = []
     for index, (_name, source) in enumerate(files):
         if index >= MAX_FILES_PER_UPLOAD:
-            prepared.append(None)
-            errors.append(f"Not processed: at most {MAX_FILES_PER_UPLOAD} files per upload.")
+            refused = f"Not processed: at most {MAX_FILES_PER_UPLOAD} files per upload."
+            prepared.append((None, refused))
             continue
         key = None
         if cache is not None and isinstance(source, StoredFile) and source.key:
             key = cache_key(source.key, input_size, every_face)
             if key in cache:
-                one, error = cache[key]
-                prepared.append(one)
-                errors.append(error)
+                prepared.append(cache[key])
                 continue
-        one, error = prepare_file(source, input_size, every_face)
+        one = prepare_file(source, input_size, every_face)
         prepared.append(one)
-        errors.append(error)
         if key is not None:
-            cache[key] = (one, error)
+            cache[key] = one
+    return classify([name for name, _ in files], prepared, loaded, second)
 
-    crops = [face.crop for p in prepared if p is not None for face in p.faces]
-    face_probs: list[tuple[np.ndarray, ...]] = [()] * len(files)
+
+def classify(
+    names: Sequence[str],
+    prepared: Sequence[tuple[Prepared | None, str | None]],
+    loaded: LoadedRun | None,
+    second: LoadedRun | None = None,
+) -> list[ImageResult]:
+    """The results of files already through :func:`prepare_file` (one ``(prepared,
+    error)`` per name): every face of every file in one model batch (see :func:`analyse`)."""
+    images = [p for p, _ in prepared]
+    crops = [face.crop for p in images if p is not None for face in p.faces]
+    face_probs: list[tuple[np.ndarray, ...]] = [()] * len(images)
     model_error: str | None = None
     if loaded is not None and crops:
         try:
-            face_probs = _per_file(prepared, loaded.predict(_batch(crops, loaded.input_size)))
+            face_probs = _per_file(images, loaded.predict(_batch(crops, loaded.input_size)))
         except Exception as exc:
             model_error = f"The model failed on these images: {exc}"
     seconds: list[tuple[np.ndarray, ...]] | None = None
     if second is not None and crops and model_error is None:
         try:
-            seconds = _per_file(prepared, second.predict(_batch(crops, second.input_size)))
+            seconds = _per_file(images, second.predict(_batch(crops, second.input_size)))
         except Exception:  # the answer asked for stands without the second reading
             seconds = None
 
@@ -295,14 +304,14 @@ def analyse(
     return [
         ImageResult(
             name=display_name(name),
-            prepared=prepared[i],
+            prepared=images[i],
             classes=classes,
             face_probs=face_probs[i],
-            error=errors[i],
-            model_error=model_error if prepared[i] is not None else None,
+            error=prepared[i][1],
+            model_error=model_error if images[i] is not None else None,
             second_opinion=(second.classes, seconds[i]) if seconds is not None and second else None,
         )
-        for i, (name, _source) in enumerate(files)
+        for i, name in enumerate(names)
     ]
 
 

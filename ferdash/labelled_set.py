@@ -1,5 +1,6 @@
 """A user's labelled faces, read from a ``.zip`` of class folders or from loose images
-named after their class: the Shiny-free half of "score a labelled set" in Predict.
+named after their class: the Shiny-free half of "score a labelled set" in Predict. The
+command line (``python -m ferdash evaluate``) also reads a folder laid out as the zip.
 
 An archive is hostile input. Nothing here extracts a member to disk or uses a member's
 name as a path: names are only split into folder names to read a label from. Every cap
@@ -31,6 +32,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from .imaging import ACCEPT, MAX_UPLOAD_BYTES
@@ -210,6 +212,7 @@ _SENTENCES = {
     "too-big": lambda _, names: (
         f"Larger than the {MAX_MEMBER_BYTES // _MB} MB limit for one image: {_files(names)} skipped."
     ),
+    "unreadable": lambda _, names: f"Could not be read: {_files(names)} skipped.",
     "damaged": lambda _, names: (
         "Could not be unpacked (damaged, or packed in a way this server does not read): "
         f"{_files(names)} skipped."
@@ -278,6 +281,76 @@ def label_images(files: Iterable[tuple[str, bytes]], classes: Sequence[str]) -> 
         if label is not None:
             images.append(LabelledImage(name, label, data))
     return _labelled_set(classes, images, notes, "upload")
+
+
+# --- a folder -------------------------------------------------------------------------
+
+
+def read_folder(folder: str | os.PathLike[str], classes: Sequence[str]) -> LabelledSet:
+    """The labelled images of a folder on this machine, laid out as an archive would be
+    (class folders, or images named by class): :func:`read_zip`'s labelling rule, notes
+    and caps (files listed, bytes per image, bytes in all).
+
+    Names are the paths inside ``folder``, with ``/``. Links to files are read, links to
+    folders are not followed. Raises :class:`LabelledSetError` for a folder that cannot
+    be used at all.
+    """
+    classes = tuple(classes)
+    root = Path(folder)
+    if not root.is_dir():
+        raise LabelledSetError(f"{_shown(str(folder))} is not a folder.")
+    notes = _Notes()
+    found: list[tuple[str, tuple[str, ...], Path, int]] = []
+    listed = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            listed += 1
+            if listed > MAX_MEMBERS:
+                raise LabelledSetError(
+                    f"The folder holds too many files (more than {MAX_MEMBERS:,}). "
+                    "Score a smaller set."
+                )
+            path = Path(dirpath) / filename
+            parts = list(path.relative_to(root).parts)
+            name = "/".join(parts)
+            if _is_system_file(parts):
+                continue
+            if not filename.lower().endswith(IMAGE_EXTENSIONS):
+                notes.add("non-image", name)
+                continue
+            try:
+                info = path.stat()
+            except OSError:
+                notes.add("unreadable", name)
+                continue
+            if not stat.S_ISREG(info.st_mode):  # a broken link, a FIFO, a device
+                notes.add("link", name)
+            elif info.st_size > MAX_MEMBER_BYTES:
+                notes.add("too-big", name)
+            else:
+                found.append((name, tuple(parts[:-1]), path, info.st_size))
+    labels = _labels([(name, folders) for name, folders, _, _ in found], classes, notes)
+    labelled = [(entry, label) for entry, label in zip(found, labels) if label is not None]
+    total = sum(size for (_, _, _, size), _ in labelled)
+    if total > MAX_TOTAL_BYTES:
+        raise LabelledSetError(
+            f"The folder's labelled images are too large ({total / _MB:,.0f} MB; the limit "
+            f"is {MAX_TOTAL_BYTES // _MB} MB). Score a smaller set."
+        )
+    images = []
+    for (name, _, path, _), label in labelled:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_MEMBER_BYTES + 1)
+        except OSError:
+            notes.add("unreadable", name)
+            continue
+        if len(data) > MAX_MEMBER_BYTES:  # grew since it was listed
+            notes.add("too-big", name)
+            continue
+        images.append(LabelledImage(name, label, data))
+    return _labelled_set(classes, images, notes, "folder")
 
 
 # --- the archive ----------------------------------------------------------------------
@@ -462,16 +535,20 @@ def _image_members(members: list[zipfile.ZipInfo], notes: _Notes) -> list[_Image
     return found
 
 
+def _labels(
+    images: Sequence[tuple[str, tuple[str, ...]]], classes: tuple[str, ...], notes: _Notes
+) -> list[str | None]:
+    """The label of each ``(name, folders)`` image of a set (None, noted, for those left
+    out): the labelling rule of the module's docstring, for archives and folders alike."""
+    drop = 1 if _wrapper([folders for _, folders in images], classes) else 0
+    return [_label(folders[drop:], name, classes, notes) for name, folders in images]
+
+
 def _labelled_members(
     members: list[_ImageMember], classes: tuple[str, ...], notes: _Notes
 ) -> list[tuple[zipfile.ZipInfo, str]]:
-    drop = 1 if _wrapper([m.folders for m in members], classes) else 0
-    labelled = []
-    for member in members:
-        label = _label(member.folders[drop:], member.info.filename, classes, notes)
-        if label is not None:
-            labelled.append((member.info, label))
-    return labelled
+    labels = _labels([(m.info.filename, m.folders) for m in members], classes, notes)
+    return [(m.info, label) for m, label in zip(members, labels) if label is not None]
 
 
 def _is_bomb(info: zipfile.ZipInfo) -> bool:

@@ -343,7 +343,7 @@ def results_frame(
         for name in result.classes:
             if name not in classes:
                 classes.append(name)
-    suffix = " (%)" if as_percent else ""
+    top_column, *class_columns = probability_columns(classes, as_percent)
     scale = 100.0 if as_percent else 1.0
     digits = 1 if as_percent else 4
     rows = []
@@ -354,16 +354,16 @@ def results_frame(
             row["face"] = face.number if face is not None and face.box is not None else None
             top = face.top if face is not None else None
             row["answer"] = wording.answer(face.classes, face.probs) if top else ""
-            row["top probability" + suffix] = round(top[1] * scale, digits) if top else None
+            row[top_column] = round(top[1] * scale, digits) if top else None
             message = result.error or result.model_error or model_error or ""
             if not message and face is not None and not face.is_face:
                 message = "No face found: not a face reading (the whole image was classified)."
             row["message"] = message
-            for name in classes:
+            for name, column in zip(classes, class_columns):
                 value = None
                 if face is not None and face.probs is not None and name in face.classes:
                     value = round(float(face.probs[face.classes.index(name)]) * scale, digits)
-                row[name + suffix] = value
+                row[column] = value
             row["top class"] = top[0] if top else ""
             if prepared is None:
                 row["face found"], row["faces"] = "", None
@@ -387,10 +387,22 @@ def results_frame(
     return frame
 
 
-def csv_text(frame: pd.DataFrame) -> str:
-    """The frame as CSV, with file names defused for spreadsheets (:func:`spreadsheet_safe`)."""
+def probability_columns(classes: Sequence[str], as_percent: bool) -> list[str]:
+    """The columns of :func:`results_frame` that hold probabilities: the top one's, then
+    one per class."""
+    suffix = " (%)" if as_percent else ""
+    return ["top probability" + suffix, *(name + suffix for name in classes)]
+
+
+#: First characters that make a spreadsheet read a cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(frame: pd.DataFrame, header: bool = True) -> str:
+    """The frame as CSV, with file names defused for spreadsheets (:func:`spreadsheet_safe`;
+    ``header`` False: the rows only, to append to a file that has it)."""
     buf = io.StringIO()
-    spreadsheet_safe(frame).to_csv(buf, index=False)
+    spreadsheet_safe(frame).to_csv(buf, index=False, header=header)
     return buf.getvalue()
 
 
@@ -399,15 +411,19 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
     A name starting with = + - @ would run as a formula when the CSV is opened in a
     spreadsheet; a leading apostrophe keeps it text. Every CSV writer uses this (the
-    Predict download, the Ray engine's part files).
+    Predict download, the command line's output, the Ray engine's part files).
     """
     frame = frame.copy()
     if "file" in frame:
         frame["file"] = [
-            "'" + name if name[:1] in ("=", "+", "-", "@", "\t", "\r") else name
-            for name in frame["file"].astype(str)
+            "'" + name if name[:1] in FORMULA_STARTS else name for name in frame["file"].astype(str)
         ]
     return frame
+
+
+def undefused(name: str) -> str:
+    """A file name as it was before :func:`csv_text` defused it."""
+    return name[1:] if name[:1] == "'" and name[1:2] in FORMULA_STARTS else name
 
 
 def csv_filename(done: Analysis | None) -> str:

@@ -4,9 +4,10 @@ The pipeline is the dashboard's, cut where its costs differ. Decoding, face dete
 cropping (:func:`ferdash.inference.prepare_file`) is the expensive, stateless part, so it
 runs in Ray tasks that scale with the CPUs. The model is loaded once per process and is
 cheap per face, so it runs in a small pool of actors (:class:`_ModelActor`), which feed
-each batch through :func:`ferdash.inference.analyse` and
-:func:`ferdash.prediction.results_frame`: the calls behind the Predict table, so a file
-gives the same rows here as in the dashboard, errors included.
+each batch through :func:`ferdash.inference.classify` (the model step of
+:func:`ferdash.inference.analyse`) and :func:`ferdash.prediction.results_frame`: the
+calls behind the Predict table, so a file gives the same rows here as in the dashboard,
+errors included.
 
 Ray is imported here only; ``import ferdash`` stays free of it (``pip install
 'ferdash[ray]'`` adds it). See ``docs/ray.md``.
@@ -30,14 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import prediction
-from .inference import (
-    MAX_FILES_PER_UPLOAD,
-    PrepareCache,
-    StoredFile,
-    analyse,
-    cache_key,
-    prepare_file,
-)
+from .inference import Prepared, classify, prepare_file
 from .runs.model_store import get_loaded_run
 from .runs.rundir import LITE_FILE, MODEL_FILE, RUN_FILE, RunInfo, read_run_info
 
@@ -98,8 +92,10 @@ def predict_paths(
     num_cpus_per_actor: float | None = None,
     num_cpus: int | None = None,
     overwrite: bool = False,
+    every_face: bool = True,
 ) -> RaySummary:
-    """Classify every face of every file under ``paths`` with the run in ``run_dir``.
+    """Classify every face of every file under ``paths`` with the run in ``run_dir``
+    (``every_face`` False: each photo's largest face only, skipping the small-face search).
 
     ``paths``: files or folders (read recursively), local or any URI pyarrow reads
     (``s3://...``); on a cluster every node must see them. ``out`` ends in ``.parquet``
@@ -107,8 +103,7 @@ def predict_paths(
     columns of :func:`ferdash.prediction.results_frame` (read it back whole with
     :func:`read_results`). An ``out`` that holds files is refused unless ``overwrite``.
 
-    ``batch_size`` files go to a model actor at a time (their faces are classified in
-    batches of at most ``MAX_FILES_PER_UPLOAD`` files, as in the dashboard),
+    ``batch_size`` files go to a model actor at a time (all their faces in one model call),
     ``prepare_batch_size`` to a prepare task. ``model_actors`` fixes the pool's size;
     None picks one per GPU when GPUs are used, else a pool that scales from 1 to one per
     ``CPUS_PER_MODEL_ACTOR_SHARE`` CPUs. ``num_gpus_per_actor`` None uses one GPU per
@@ -143,7 +138,9 @@ def predict_paths(
         pool = _pool_size(model_actors, gpus, resources)
         actor_cpus = _cpus_per_actor(num_cpus_per_actor, gpus)
         start = time.perf_counter()
-        rows = build_dataset(paths, info, batch_size, prepare_batch_size, pool, gpus, actor_cpus, ray)
+        rows = build_dataset(
+            paths, info, batch_size, prepare_batch_size, pool, gpus, actor_cpus, ray, every_face
+        )
         if fmt == "csv":
             rows = rows.map_batches(_spreadsheet_safe, batch_format="pyarrow")
         # Held once computed: the counts below and the write read the same blocks, and
@@ -183,6 +180,7 @@ def build_dataset(
     num_gpus_per_actor: float,
     num_cpus_per_actor: float,
     ray: Any,
+    every_face: bool = True,
 ) -> Any:
     """The lazy Dataset of result rows (nothing runs until it is consumed)."""
     # Shipped through the object store rather than named by path: the nodes of a
@@ -193,7 +191,7 @@ def build_dataset(
         _prepare_batch,
         batch_size=prepare_batch_size,
         batch_format="pyarrow",
-        fn_kwargs={"input_size": info.input_size},
+        fn_kwargs={"input_size": info.input_size, "every_face": every_face},
         num_cpus=PREPARE_TASK_CPUS,
     )
     if isinstance(model_actors, tuple):
@@ -253,13 +251,13 @@ def read_results(out: str) -> pd.DataFrame:
 # --- on the cluster ------------------------------------------------------------------
 
 
-def _prepare_batch(batch: pa.Table, input_size: tuple[int, int]) -> pa.Table:
+def _prepare_batch(batch: pa.Table, input_size: tuple[int, int], every_face: bool = True) -> pa.Table:
     """Decode, detect and crop each file of the batch; a bad file keeps its message."""
     _crash_if_marked("prepare")
     prepared: list[bytes | None] = []
     errors: list[str | None] = []
     for data in batch.column("bytes").to_pylist():
-        one, error = prepare_file(data, tuple(input_size))
+        one, error = prepare_file(data, tuple(input_size), every_face)
         # The display copy is for the dashboard's card only; the rows never read it, and
         # it would be most of what travels to the model actors.
         prepared.append(None if one is None else pickle.dumps(_without_preview(one), protocol=5))
@@ -297,26 +295,17 @@ class _ModelActor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         _crash_if_marked("model")
         paths = batch.column("path").to_pylist()
-        # analyse's prepare cache, filled with what the prepare tasks did: analyse then
-        # runs only its model step, and the rows are the dashboard's to the letter.
-        cache: PrepareCache = {}
-        files: list[tuple[str, StoredFile]] = []
-        for path, blob, error in zip(
-            paths, batch.column("prepared").to_pylist(), batch.column("error").to_pylist()
-        ):
-            cache[cache_key(path, self.input_size)] = (None if blob is None else pickle.loads(blob), error)
-            files.append((path, StoredFile(key=path, read=_never_read)))
-        results = []
-        # analyse refuses files beyond its per-upload cap; a batch larger than that is
-        # classified in several model calls.
-        for start in range(0, len(files), MAX_FILES_PER_UPLOAD):
-            results += analyse(files[start : start + MAX_FILES_PER_UPLOAD], self.loaded, cache=cache)
+        # The prepare tasks did analyse's first step; classify is its second, so the rows
+        # are the dashboard's to the letter.
+        prepared = [
+            (None if blob is None else pickle.loads(blob), error)
+            for blob, error in zip(
+                batch.column("prepared").to_pylist(), batch.column("error").to_pylist()
+            )
+        ]
+        results = classify(paths, prepared, self.loaded)
         frame = prediction.results_frame(results, as_percent=False, run=self.loaded.info.name)
         return _to_arrow(frame, self.loaded.classes)
-
-
-def _never_read() -> bytes:
-    raise RuntimeError("the prepare step already read this file")  # the cache always has it
 
 
 def _without_preview(prepared: Prepared) -> Prepared:

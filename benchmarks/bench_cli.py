@@ -1,0 +1,220 @@
+"""Throughput of ``python -m ferdash predict`` on folders: 48x48 face crops/s and 640x480 photos/s.
+
+    python benchmarks/bench_cli.py [--crops 3000] [--photos 200] [--model models/fer7] [--rounds 3]
+
+Generated folders in a temporary directory (never FER2013): 48x48 greyscale PNG crops
+cut around the astronaut's face with jitter and noise, and 640x480 JPEGs with the
+astronaut pasted at a random place on a generated scene (as ``bench_vs_fer.py``'s
+photos). What is timed is the command's own loop (:func:`ferdash.cli.predict.run`, in
+this process, the model already loaded): listing the folder, reading, decoding,
+detecting, cropping, the model, the table and the CSV written. Rounds alternate between
+the variants so that a shared CPU loads them alike; medians are printed.
+
+Variants: ``--workers`` 1 and the default (one per core), and the ceilings on this
+machine: the model alone on ready-cut crops (one big batch), and the preparation alone
+(decode + detect + crop, every core, no model); for photos, ``--every-face`` too (the
+cascade's search for faces smaller than BlazeFace's range, which the default, each
+file's largest face, skips). Where the ``fer`` package is installed
+(see ``bench_vs_fer.py``), the same files through fer, one after another as its API
+takes them: crops with the whole image as the face box, photos with its Haar detector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+sys.path.insert(1, str(REPO_ROOT / ".bench-deps" / "fer"))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from skimage import data  # noqa: E402
+
+from ferdash import batch  # noqa: E402
+from ferdash.cli import build_parser  # noqa: E402
+from ferdash.paths import iter_image_paths  # noqa: E402
+from ferdash.runs import model_store  # noqa: E402
+from ferdash.runs.rundir import read_run_info  # noqa: E402
+
+#: The astronaut's face in scikit-image's 512x512 photo (x, y, side), found by BlazeFace.
+FACE = (176, 75, 98)
+
+
+def make_crops(folder: Path, n: int, seed: int = 0) -> None:
+    """``n`` 48x48 greyscale PNGs of the astronaut's face, each shifted, scaled and noised."""
+    rng = np.random.default_rng(seed)
+    grey = Image.fromarray(data.astronaut()).convert("L")
+    x, y, side = FACE
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        s = side * rng.uniform(1.0, 1.3)
+        dx, dy = rng.uniform(-0.1, 0.1, 2) * side
+        box = (x + dx - (s - side) / 2, y + dy - (s - side) / 2)
+        crop = grey.crop((*box, box[0] + s, box[1] + s)).resize((48, 48), Image.BILINEAR)
+        noisy = np.asarray(crop, np.float32) + rng.normal(0, 6, (48, 48))
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"crop_{i:05d}.png")
+
+
+def make_photos(folder: Path, n: int, seed: int = 1) -> None:
+    """``n`` 640x480 JPEGs, portraits: the astronaut (400-480 px, a face of 75-90 px) at a
+    random place on a generated scene, as in ``bench_vs_fer.py``."""
+    from bench_vs_fer import background
+
+    rng = np.random.default_rng(seed)
+    astronaut = Image.fromarray(data.astronaut())
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes = [background(640, 480, seed=s) for s in range(4)]
+    for i in range(n):
+        photo = scenes[i % len(scenes)].copy()
+        side = int(rng.integers(400, 481))
+        at = (int(rng.integers(0, 640 - side + 1)), int(rng.integers(0, 480 - side + 1)))
+        photo.paste(astronaut.resize((side, side)), at)
+        photo.save(folder / f"photo_{i:05d}.jpg", quality=90)
+
+
+def cli_once(
+    folder: Path, run_dir: Path, out: Path, workers: int | None, *flags: str
+) -> float:
+    """Seconds for the predict command's loop over ``folder`` (CSV to ``out``), model warm."""
+    argv = ["predict", str(folder), "--run", str(run_dir), "--out", str(out), *flags]
+    if workers:
+        argv += ["--workers", str(workers)]
+    args = build_parser().parse_args(argv)
+    devnull = open(os.devnull, "w")
+    stderr, sys.stderr = sys.stderr, devnull  # the summary lines
+    try:
+        start = time.perf_counter()
+        args.handler(args)
+        return time.perf_counter() - start
+    finally:
+        sys.stderr = stderr
+        devnull.close()
+
+
+def prepare_only(folder: Path, input_size: tuple[int, int]) -> float:
+    paths = iter_image_paths([folder])
+    start = time.perf_counter()
+    with ThreadPoolExecutor(batch.cpu_count()) as pool:
+        list(pool.map(lambda p: batch._prepare_path(str(p), input_size), paths, chunksize=16))
+    return time.perf_counter() - start
+
+
+def import_fer() -> type | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from fer.fer import FER
+    except ImportError:
+        return None
+    return FER
+
+
+def fer_files(detector: object, folder: Path, whole_image: bool) -> float:
+    import cv2
+
+    paths = iter_image_paths([folder])
+    start = time.perf_counter()
+    for path in paths:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if whole_image:
+            detector.detect_emotions(img, face_rectangles=[(0, 0, img.shape[1], img.shape[0])])
+        else:
+            detector.detect_emotions(img)
+    return time.perf_counter() - start
+
+
+def interleaved(fns: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Median seconds per variant; every round runs each variant once, in turn."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(fn())
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--crops", type=int, default=3000)
+    parser.add_argument("--photos", type=int, default=200)
+    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "fer7")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--no-fer", action="store_true", help="skip the fer package even when installed"
+    )
+    args = parser.parse_args()
+
+    info = read_run_info(args.model)
+    loaded = model_store.get_loaded_run(info)
+    FER = None if args.no_fer else import_fer()
+    fer = None
+    if FER is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fer = FER(mtcnn=False)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(
+        f"model {info.name} ({loaded.engine_name}, tta={loaded.tta}); {batch.cpu_count()} cores; "
+        f"load average {load} (before); {args.rounds} rounds, medians"
+    )
+    if FER is None and not args.no_fer:
+        print("(fer not installed: see bench_vs_fer.py to compare with it)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_crops(root / "crops", args.crops)
+        make_photos(root / "photos", args.photos)
+        out = root / "out.csv"
+        height, width = info.input_size
+        shape = (args.crops, height, width, 1)
+        ready = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
+        for folder in ("crops", "photos"):  # warm: page cache, per-thread detectors
+            cli_once(root / folder, args.model, out, None)
+
+        for what, n in (("crops", args.crops), ("photos", args.photos)):
+            folder = root / what
+            fns: dict[str, Callable[[], float]] = {
+                "predict": lambda: cli_once(folder, args.model, out, None),
+                "predict --workers 1": lambda: cli_once(folder, args.model, out, 1),
+                "ceiling: preparation alone": lambda: prepare_only(folder, info.input_size),
+            }
+            if what == "crops":
+                fns["ceiling: model alone"] = lambda: _timed(lambda: loaded.predict(ready))
+            else:
+                fns["predict --every-face"] = lambda: cli_once(
+                    folder, args.model, out, None, "--every-face"
+                )
+            if fer is not None:
+                fns["fer, one file at a time"] = lambda: fer_files(fer, folder, what == "crops")
+            med = interleaved(fns, args.rounds)
+            label = "48x48 face crops" if what == "crops" else "640x480 photos (detection included)"
+            print(f"\n{n:,} {label}, files per second:")
+            for name, seconds in med.items():
+                ratio = ""
+                if name.startswith("fer"):
+                    ratio = f"  ferdash predict is {seconds / med['predict']:.1f}x as fast"
+                print(f"   {name:30} {n / seconds:9,.0f}/s{ratio}")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\nload average after: {load}")
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()
