@@ -108,7 +108,8 @@ def prepare_only(folder: Path, input_size: tuple[int, int]) -> float:
     paths = iter_image_paths([folder])
     start = time.perf_counter()
     with ThreadPoolExecutor(batch.cpu_count()) as pool:
-        list(pool.map(lambda p: batch._prepare_path(str(p), input_size), paths, chunksize=16))
+        # As the command's default: each file's largest face.
+        list(pool.map(lambda p: batch._prepare_path(str(p), input_size, False), paths, chunksize=16))
     return time.perf_counter() - start
 
 

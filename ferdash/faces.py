@@ -45,6 +45,12 @@ DETECT_MAX_SIDE = 400
 #: The copy searched for faces too small for BlazeFace beside the ones it found (group
 #: photos): finer than the lone-face search, down to ~1/40 of the photo's long side.
 SMALL_FACES_MAX_SIDE = 1024
+#: ... and no finer than to find faces of this many pixels: BlazeFace confirms small
+#: faces from about 40 px (smaller ones it cannot tell from cloth), and the cascade finds
+#: a face reliably a third above its 24-px window, so a copy where a 32-px face is that
+#: window is enough: a 640x480 photo is searched at 480 px, about half the cost of its
+#: full size.
+SMALLEST_CONFIRMED_FACE = 32
 
 #: Images whose long side is at most this are taken to be face crops already (FER2013
 #: images are 48x48): too small for the detector's 24-px window to be meaningful.
@@ -146,7 +152,7 @@ def detect_faces(
     BlazeFace finds the faces of about 1/6 of the short side and up, turned or tilted
     ones too; with ``every_face`` the cascade then adds the smaller ones beside them (a
     group photo, a crowd), searching only below BlazeFace's range, each confirmed by
-    BlazeFace on its enlarged neighbourhood. That search costs ~30 ms a photo, so a
+    BlazeFace on its enlarged neighbourhood. That search costs ~10-15 ms a 640x480 photo, so a
     caller that wants only the largest face skips it. When BlazeFace finds nothing (or
     is not available), the cascade's coarse search, then its finer one, decides alone.
     """
@@ -159,7 +165,7 @@ def detect_faces(
             smallest = int(min(grey.shape[:2]) * BLAZEFACE_SMALLEST_SHARE * 1.25)
             found += [
                 box
-                for box in _haar_small_faces(grey, SMALL_FACES_MAX_SIDE, smallest)
+                for box in _haar_small_faces(grey, _small_faces_side(grey), smallest)
                 if not any(_overlap(box, other) > SAME_FACE_OVERLAP for other in found)
                 and _confirmed_by_blazeface(grey, box)
             ]
@@ -191,6 +197,12 @@ def _confirmed_by_blazeface(grey: np.ndarray, box: FaceBox) -> bool:
     return any(
         b.x0 + x0 <= cx <= b.x1 + x0 and b.y0 + y0 <= cy <= b.y1 + y0 for b in seen
     )
+
+
+def _small_faces_side(grey: np.ndarray) -> int:
+    """Long side of the copy the small-face search looks at (see SMALLEST_CONFIRMED_FACE)."""
+    long_side = max(grey.shape[:2])
+    return min(SMALL_FACES_MAX_SIDE, round(long_side * _MIN_FACE / SMALLEST_CONFIRMED_FACE))
 
 
 def _overlap(a: FaceBox, b: FaceBox) -> float:

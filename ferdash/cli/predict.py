@@ -63,7 +63,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         dest="largest_face",
         action="store_false",
         help=f"one row per face found, at most {MAX_FACES_PER_PHOTO} per file, small faces "
-        "beside large ones included (as the Predict tab; about 30 ms more per photo)",
+        "beside large ones included (as the Predict tab; about 10-15 ms more per 640x480 photo)",
     )
     faces.add_argument(
         "--largest-face",
