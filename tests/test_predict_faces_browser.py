@@ -215,3 +215,20 @@ def test_sample_images_in_one_click(page: Page, app: ShinyAppProc) -> None:
     expect(page.locator("#predict-result_1 .face-section")).to_have_count(2)
     expect(page.locator("#predict-result_2 .not-a-face")).to_be_visible()
     expect(page.locator("#predict-result_3 .not-a-face")).to_be_visible()
+
+
+def test_a_hundred_files_in_the_thumbnail_grid(page: Page, app: ShinyAppProc) -> None:
+    open_predict(page, app)
+    controller.InputRadioButtons(page, "predict-view").set("grid")
+    controller.InputFile(page, "predict-upload").set(
+        [{"name": f"face{i:03}.png", "mimeType": "image/png", "buffer": face_crop(i)} for i in range(100)]
+    )
+    thumbs = page.locator(".predict-thumb")
+    expect(thumbs).to_have_count(100, timeout=RESULT_TIMEOUT)
+    expect(page.locator(".predict-result")).to_have_count(0)  # no card drawn in this view
+    expect(thumbs.nth(99).locator(".thumb-name")).to_have_text("face099.png")
+    expect(thumbs.nth(0).locator(".thumb-answer")).to_have_text(re.compile(r"^(uncertain: )?\w+( or \w+)? \(\d+%\)$"))
+    controller.OutputDataFrame(page, "predict-table").expect_nrow(100)
+    # Back to cards: the same results, no new analysis.
+    controller.InputRadioButtons(page, "predict-view").set("cards")
+    expect(page.locator(".predict-result")).to_have_count(100)
