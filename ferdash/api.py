@@ -92,8 +92,8 @@ class Predictor:
         prepared = result.prepared
         faces = []
         for face in result.faces:
-            assert face.probs is not None
-            top = wording.top_class(face.classes, face.probs)
+            top = face.top
+            assert top is not None and face.probs is not None
             faces.append(
                 FacePrediction(
                     number=face.number if face.box is not None else None,

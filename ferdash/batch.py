@@ -146,7 +146,7 @@ class Summary:
                 self.not_classified[result.model_error] += 1
             if prepared.tight_crop:
                 self.small_images += 1
-            if prepared.whole_image and not prepared.tight_crop:
+            if not prepared.is_face_reading:
                 self.no_face += 1
             else:
                 self.faces += len(prepared.faces)

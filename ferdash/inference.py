@@ -72,6 +72,12 @@ class Prepared:
     def whole_image(self) -> bool:
         return self.box is None
 
+    @property
+    def is_face_reading(self) -> bool:
+        """Whether the model read a face: one was found, or the image is a face crop
+        already; False when no face was found and the whole image was classified."""
+        return self.tight_crop or not self.whole_image
+
     def box_in_file(self, box: faces.FaceBox) -> tuple[int, int, int, int]:
         """``box`` as (x, y, w, h) in the pixels of the uploaded file."""
         f = self.file_scale
@@ -132,7 +138,7 @@ class ImageResult:
         """Every classified face (or the whole image), largest first; none when unreadable."""
         if self.prepared is None:
             return ()
-        is_face = self.prepared.tight_crop or not self.prepared.whole_image
+        is_face = self.prepared.is_face_reading
         out = []
         for i, face in enumerate(self.prepared.faces):
             second = None

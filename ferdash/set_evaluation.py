@@ -70,8 +70,8 @@ def answer_of(result: ImageResult) -> tuple[str | None, float | None, str]:
         return None, None, result.error or "The file could not be read."
     if result.model_error:
         return None, None, result.model_error
-    prepared = result.prepared
-    if prepared is not None and prepared.whole_image and not prepared.tight_crop:
+    faces = result.faces
+    if faces and not faces[0].is_face:
         return None, None, NO_FACE_MESSAGE
     top = result.top
     if top is None:

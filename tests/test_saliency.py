@@ -4,7 +4,6 @@ class the card names."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest

@@ -38,11 +38,12 @@ def positive_int(text: str) -> int:
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "predict",
-        help="predict the expression of every face in files, folders and globs",
+        help="predict the expression of the faces in files, folders and globs",
         description=(
-            "One row per face, as the Predict table (probabilities 0-1), for image files, "
-            "folders (their images) and glob patterns. Unreadable files get a row with the "
-            "reason. A summary goes to standard error at the end."
+            "The Predict table's rows (probabilities 0-1) for image files, folders (their "
+            "images) and glob patterns: one per file, its largest face, or one per face "
+            "with --every-face. Unreadable files get a row with the reason. A summary goes "
+            "to standard error at the end."
         ),
     )
     parser.add_argument(

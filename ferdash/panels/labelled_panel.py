@@ -108,15 +108,20 @@ def panel_server(
 
         return await asyncio.to_thread(score_upload, entries, upload_dir, info, progress, cancel)
 
+    # The upload and run last scored: the run's listing is re-read whenever a run folder
+    # changes (a training epoch in the Train tab), which must not score the set again.
+    last: list[tuple[object, RunInfo | None]] = [(None, None)]
+
     @reactive.effect
     def _start() -> None:
         value = input.set()
         info = run()
-        if value is None:
+        if value is None or info is None or (value is last[0][0] and info == last[0][1]):
             return
         checked = checked_upload_list(value)
-        if info is None or not checked.files:
+        if not checked.files:
             return
+        last[0] = (value, info)
         cancel_holder[0].set()  # an earlier set still running stops
         cancel_holder[0] = threading.Event()
         counter["done"], counter["total"] = 0, 0
@@ -130,33 +135,16 @@ def panel_server(
 
     @render.ui
     def report() -> TagChild:
-        return _report_body()
-
-    def _report_body() -> TagChild:
         if input.set() is None:
             return None
         if run() is None:
             return ui.div("Choose a run to score the set with.", class_="alert alert-warning")
-        state = scoring.status()
-        if state == "running":
-            reactive.invalidate_later(0.5)
-            done, total = counter["done"], counter["total"]
-            share = round(100 * done / total) if total else 0
+        if scoring.status() == "running":
+            # Drawn once per scoring; only the progress line below polls, so the Cancel
+            # button is never redrawn under the pointer.
             return ui.card(
                 ui.card_header("Labelled set"),
-                ui.div(
-                    ui.span(class_="spinner-border spinner-border-sm me-2", role="status"),
-                    f"Scoring… {done:,} of {total:,} images" if total else "Reading the set…",
-                    class_="mb-2",
-                    id=session.ns("progress_text"),
-                ),
-                ui.div(
-                    ui.div(class_="progress-bar", style=f"width: {share}%"),
-                    class_="progress mb-2",
-                    role="progressbar",
-                    aria_valuenow=str(share),
-                    id=session.ns("progress"),
-                ),
+                ui.output_ui("progress"),
                 ui.input_action_button("cancel", "Cancel", class_="btn-sm btn-outline-secondary"),
                 id=session.ns("running"),
             )
@@ -166,6 +154,29 @@ def panel_server(
         if isinstance(done_report, str):
             return ui.div(done_report, class_="alert alert-danger", id=session.ns("set_error"))
         return _report_card(done_report)
+
+    @render.ui
+    def progress() -> TagChild:
+        if scoring.status() != "running":
+            return None
+        reactive.invalidate_later(0.5)
+        done, total = counter["done"], counter["total"]
+        share = round(100 * done / total) if total else 0
+        return TagList(
+            ui.div(
+                ui.span(class_="spinner-border spinner-border-sm me-2", role="status"),
+                f"Scoring… {done:,} of {total:,} images" if total else "Reading the set…",
+                class_="mb-2",
+                id=session.ns("progress_text"),
+            ),
+            ui.div(
+                ui.div(class_="progress-bar", style=f"width: {share}%"),
+                class_="progress mb-2",
+                role="progressbar",
+                aria_valuenow=str(share),
+                id=session.ns("progress_bar"),
+            ),
+        )
 
     def scoring_result() -> SetReport | str | None:
         state = scoring.status()
