@@ -45,6 +45,11 @@ class TrainConfig:
     tta: str | None = None
     #: A run directory of the same architecture whose weights start this run.
     init_from: str | None = None
+    #: A run directory with the same classes and input size whose answers the training
+    #: targets mix in (knowledge distillation), through the app's engine.
+    distill_from: str | None = None
+    #: The teacher's share of each training target; the label has the rest.
+    distill_weight: float = 0.5
     #: None: the architecture's own starting rate.
     learning_rate: float | None = None
     mixed_precision: str = "auto"

@@ -175,7 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation recorded in run.json and used by evaluation and the app")
     t.add_argument("--init-from", metavar="RUN",
                    help="start from the weights of run directory RUN (same architecture and input "
-                   "size); its classifier too when the classes are the same, e.g. happy,sad from fer7")
+                   "size, or the wider one this architecture narrows: fernet for fernet_s, "
+                   "pruned to its strongest channels); its classifier too when the classes are "
+                   "the same, e.g. happy,sad from fer7")
+    t.add_argument("--distill-from", metavar="RUN",
+                   help="learn from run directory RUN's answers too (knowledge distillation): "
+                   "each training target mixes RUN's probabilities (flip TTA and temperature "
+                   "as the app gives them) with the label; RUN needs the same classes and input size")
+    t.add_argument("--distill-weight", type=_fraction, default=DEFAULTS.distill_weight, metavar="F",
+                   help="the teacher's share of each training target (the label has the rest)")
     t.add_argument("--learning-rate", type=_positive_float, metavar="LR",
                    help="starting learning rate (default: the architecture's); lower it to fine-tune")
     from training.architectures import OPTIMIZERS

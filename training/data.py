@@ -16,6 +16,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -182,12 +183,19 @@ def load_training_data(
     seed: int = 1234,
     limit_per_class: int | None = None,
     cache: bool = True,
+    teacher: Callable[[np.ndarray], np.ndarray] | None = None,
+    teacher_weight: float = 0.5,
     log=print,
 ) -> Datasets:
     """Training and validation pipelines for ``data`` (see :mod:`ferdash.data_layout`).
 
     Validation is ``data/val`` when that folder exists, else a seeded
     ``validation_split`` of the training folder.
+
+    ``teacher`` (a batch of raw 0-255 images in, probabilities over the same classes
+    out) makes each training target ``teacher_weight`` times the teacher's
+    probabilities plus the rest times the one-hot label (knowledge distillation); it
+    runs once per image, before the cache. Validation keeps the plain labels.
     """
     import keras
     import tensorflow as tf
@@ -254,6 +262,8 @@ def load_training_data(
             lambda x, y: (tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8), y),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
+        if training and teacher is not None:
+            ds = _distilled(ds, teacher, teacher_weight, len(classes), len(train_files))
         if cache:
             ds = ds.cache()
         if training:
@@ -280,6 +290,33 @@ def load_training_data(
         train_counts=train_counts,
         scans=scans,
     )
+
+
+#: Images per teacher call while the targets are made.
+TEACHER_BATCH = 256
+
+
+def _distilled(
+    ds: Any, teacher: Callable[[np.ndarray], np.ndarray], weight: float, n_classes: int, count: int
+) -> Any:
+    """``ds`` with each label mixed with the teacher's probabilities (see
+    :func:`load_training_data`). The teacher is called from Python (it is the app's
+    TF Lite engine, not a TensorFlow graph) on batches of :data:`TEACHER_BATCH`."""
+    import tensorflow as tf
+
+    def soft(images: Any) -> np.ndarray:
+        probs = np.asarray(teacher(images.numpy().astype(np.float32)), dtype=np.float32)
+        if probs.shape != (len(images), n_classes):
+            raise ValueError(f"the teacher returned {probs.shape}, not ({len(images)}, {n_classes})")
+        return probs
+
+    def mix(images: Any, labels: Any) -> tuple[Any, Any]:
+        probs = tf.py_function(soft, [images], tf.float32)
+        probs.set_shape(labels.shape)
+        return images, weight * probs + (1.0 - weight) * labels
+
+    # unbatch() forgets the length, which Keras needs to count an epoch's steps.
+    return ds.batch(TEACHER_BATCH).map(mix).unbatch().apply(tf.data.experimental.assert_cardinality(count))
 
 
 def load_eval_data(

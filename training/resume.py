@@ -216,7 +216,7 @@ class ResumableSwapEMAWeights(keras.callbacks.SwapEMAWeights):
 #: The files of the contract (and the TF Lite copy) that make a folder hold a run.
 RUN_FILES = (MODEL_FILE, RUN_FILE, HISTORY_FILE, EVALUATION_FILE, LITE_FILE)
 #: Identity entries that name a path: compared as the same file, however they are spelt.
-_PATH_KEYS = ("data", "init_from")
+_PATH_KEYS = ("data", "init_from", "distill_from")
 
 
 def _resolved(key: str, value: Any) -> Any:

@@ -134,7 +134,7 @@ def _run_training(cfg: TrainConfig, out: Path, cluster: Any, log) -> None:
     if not team.is_chief:
         log(f"{cluster.name} of {cluster.workers} workers: the chief writes {cfg.out}, this worker its copy in {out}")
 
-    from training import resume, warm_start
+    from training import distill, resume, warm_start
 
     # What a run is, as far as it is known before the data is read (the classes of a
     # whole folder are added once it is): a resume with another seed run, starting rate,
@@ -149,6 +149,8 @@ def _run_training(cfg: TrainConfig, out: Path, cluster: Any, log) -> None:
         "batch_size": cfg.batch_size,
         "seed": cfg.seed,
         "init_from": cfg.init_from,
+        "distill_from": cfg.distill_from,
+        "distill_weight": cfg.distill_weight if cfg.distill_from else None,
         "learning_rate": cfg.learning_rate,
         "optimizer": cfg.optimizer,
         "weight_decay": cfg.weight_decay,
@@ -166,6 +168,8 @@ def _run_training(cfg: TrainConfig, out: Path, cluster: Any, log) -> None:
         check_writable(out)
         if cfg.init_from and Path(cfg.init_from).resolve() == Path(cfg.out).resolve():
             raise TrainingError(f"--init-from {cfg.init_from} is the run being trained")
+        if cfg.distill_from and Path(cfg.distill_from).resolve() == Path(cfg.out).resolve():
+            raise TrainingError(f"--distill-from {cfg.distill_from} is the run being trained")
         # Whether the run is finished is the chief's to say: a worker's copy is gone then.
         return team.is_chief and resume.already_finished(out, identity, overwrite=cfg.overwrite, log=log)
 
@@ -218,8 +222,12 @@ def _run_training(cfg: TrainConfig, out: Path, cluster: Any, log) -> None:
             validation_split=cfg.validation_split,
             seed=cfg.seed,
             limit_per_class=cfg.limit_per_class,
+            teacher=teacher,
+            teacher_weight=cfg.distill_weight,
             log=log,
         )
+        if teacher is not None:
+            teacher.check_classes(data.classes)
         weights = class_weights(data.train_counts, data.classes, cfg.class_weights, cfg.class_boost)
         identity["classes"] = data.classes
         try:
@@ -258,6 +266,7 @@ def _run_training(cfg: TrainConfig, out: Path, cluster: Any, log) -> None:
 
     data: Any = None
     weights: Any = None
+    teacher = distill.Teacher.load(cfg.distill_from, size, log=log) if cfg.distill_from else None
     (start, initial_epoch, class_recall, model), plans = team.together(
         "reading the data and --out",
         plan,
