@@ -107,9 +107,11 @@ def cli_once(
 def prepare_only(folder: Path, input_size: tuple[int, int]) -> float:
     paths = iter_image_paths([folder])
     start = time.perf_counter()
+    names = [str(p) for p in paths]
+    groups = [names[i : i + batch.PREPARE_GROUP] for i in range(0, len(names), batch.PREPARE_GROUP)]
     with ThreadPoolExecutor(batch.cpu_count()) as pool:
-        # As the command's default: each file's largest face.
-        list(pool.map(lambda p: batch._prepare_path(str(p), input_size, False), paths, chunksize=16))
+        # As the command: files in groups, each file's largest face.
+        list(pool.map(lambda g: batch._prepare_group(g, input_size, False), groups))
     return time.perf_counter() - start
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import stat
 import zlib
 import warnings
 from dataclasses import dataclass
@@ -98,7 +100,14 @@ def read_upload(path: str | Path, max_bytes: int = MAX_UPLOAD_BYTES) -> bytes:
     """
     try:
         with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)  # one byte more tells "too big" without reading it all
+            # One byte more than allowed tells "too big" without reading it all. Asked
+            # for as such, read() sets aside the whole limit (20 MB) for every file, which
+            # took longer than decoding a 48x48 crop: a regular file is asked for its size.
+            info = os.fstat(fh.fileno())
+            size = min(info.st_size, max_bytes) if stat.S_ISREG(info.st_mode) else max_bytes
+            data = fh.read(size + 1)
+            if size < len(data) <= max_bytes:  # it grew meanwhile
+                data += fh.read(max_bytes + 1 - len(data))
     except OSError as exc:
         raise UploadError("The upload could not be read on the server.") from exc
     if len(data) > max_bytes:
@@ -116,6 +125,9 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage
         raise UploadError("The file is empty (0 bytes).")
     if len(data) > max_bytes:
         raise UploadError(f"The file is larger than the {max_bytes // (1024 * 1024)} MB limit.")
+    plain = _decode_plain_png(data)
+    if plain is not None:
+        return plain
     if data[:4] == _ICO_SIGNATURE:
         _check_icon_entries(data)  # Pillow decodes an icon's image as it opens the file
     try:
@@ -155,9 +167,7 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> DecodedImage
         # with thousands of frames turns into a CPU bomb. is_animated looks at one more.
         multi_frame = bool(getattr(img, "is_animated", False))
         try:
-            grey = _plain_png_grey(data, img)
-            if grey is None:
-                grey = _to_grey(img)
+            grey = _to_grey(img)
         except UploadError:
             raise
         except Exception as exc:  # Truncated data surfaces as OSError, SyntaxError, ...
@@ -178,8 +188,11 @@ def _metadata_error(exc: Exception) -> UploadError | None:
     return None
 
 
+#: The eight bytes every PNG starts with.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (_PNG_SIGNATURE, "PNG"),
     (b"\xff\xd8\xff", "JPEG"),
     (b"GIF87a", "GIF"),
     (b"GIF89a", "GIF"),
@@ -209,29 +222,35 @@ def _too_many_pixels_message(width: int | None = None, height: int | None = None
     )
 
 
-def _plain_png_grey(data: bytes, img: Image.Image) -> np.ndarray | None:
-    """The pixels of a plain 8-bit greyscale or RGB PNG decoded by OpenCV, else None.
+def _decode_plain_png(data: bytes) -> DecodedImage | None:
+    """A plain 8-bit greyscale or RGB PNG decoded by OpenCV, else None.
 
-    Why: libpng's SIMD unfiltering decodes a photo-sized PNG ~20% faster than Pillow's
-    decoder (9.9 against 8.4 ms for the 512x512 astronaut), and PNG is what FER
-    datasets and screenshots come as. Pillow has already read the header and the pixel
-    cap has been checked; every PNG that needs Pillow's handling (16-bit, palette,
-    transparency, alpha, animation, an EXIF orientation) and every file OpenCV cannot
-    decode whole (truncated, corrupt) goes through :func:`_to_grey`, which gives the
-    message. Colour is reduced with OpenCV's luma weights, the same as Pillow's
-    ``convert("L")`` but for a rounding difference of at most 1 grey level.
+    Why: a PNG is what FER datasets and screenshots come as, and this path never hands
+    the file to Pillow: libpng's SIMD unfiltering decodes a photo-sized PNG ~20% faster
+    than Pillow's decoder (9.9 against 8.4 ms for the 512x512 astronaut), and for a
+    48x48 face crop Pillow's opening of the file was a third of its whole preparation
+    (``benchmarks/bench_cli.py``). The header is read here: the same pixel and memory
+    caps as Pillow's path, the bit depth and colour type. Every PNG that needs Pillow's
+    handling (16-bit, palette, transparency, alpha, animation, an EXIF orientation, a
+    size over the caps, which Pillow's path refuses in words) and every file OpenCV
+    cannot decode whole (truncated, corrupt) goes to Pillow, which gives the message.
+    Colour is reduced with OpenCV's luma weights, the same as Pillow's ``convert("L")``
+    but for a rounding difference of at most 1 grey level.
     """
     if (
-        img.format != "PNG"
-        or img.mode not in ("L", "RGB")
-        or "transparency" in img.info
-        or getattr(img, "is_animated", False)
-        # IHDR follows the 8-byte signature: bit depth at byte 24, colour type at 25
-        # (0 grey, 2 RGB). A 16-bit RGB PNG also opens as mode "RGB".
-        or data[12:16] != b"IHDR"
+        not data.startswith(_PNG_SIGNATURE)
+        # IHDR follows the 8-byte signature: width, height, then bit depth at byte 24
+        # and colour type at 25 (0 grey, 2 RGB).
+        or data[8:16] != b"\x00\x00\x00\rIHDR"
+        or len(data) < 33
         or data[24] != 8
         or data[25] not in (0, 2)
     ):
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    # What Pillow keeps per pixel: 1 byte for grey, 4 for RGB (see _check_decoding_cost).
+    per_pixel = 1 if data[25] == 0 else 4
+    if not 0 < width * height <= MAX_PIXELS or width * height * per_pixel > MAX_DECODED_BYTES:
         return None
     walked = _png_chunk_types(data)
     if walked is None:
@@ -252,11 +271,13 @@ def _plain_png_grey(data: bytes, img: Image.Image) -> np.ndarray | None:
         pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
         return None
-    if pixels is None or pixels.dtype != np.uint8 or pixels.shape[:2] != (img.height, img.width):
+    if pixels is None or pixels.dtype != np.uint8 or pixels.shape[:2] != (height, width):
         return None
     if pixels.ndim == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
-    return _working_size(pixels)
+    return DecodedImage(
+        grey=_working_size(pixels), format="PNG", original_size=(width, height), multi_frame=False
+    )
 
 
 #: tEXt keywords under which Pillow finds EXIF or XMP (and so an orientation) in a PNG.

@@ -216,8 +216,10 @@ def _astronaut(mode: str) -> Image.Image:
 @pytest.mark.parametrize("mode", ["L", "RGB"])
 def test_plain_png_is_decoded_by_opencv_like_pillow(mode: str) -> None:
     data = encode(_astronaut(mode), "PNG")
-    fast = imaging._plain_png_grey(data, Image.open(io.BytesIO(data)))
-    assert fast is not None, "a plain 8-bit PNG should take the OpenCV path"
+    decoded = imaging._decode_plain_png(data)
+    assert decoded is not None, "a plain 8-bit PNG should take the OpenCV path"
+    assert (decoded.format, decoded.original_size, decoded.multi_frame) == ("PNG", (512, 512), False)
+    fast = decoded.grey
     pillow = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.int16)
     assert fast.shape == pillow.shape == (512, 512)
     # Same luma weights; fixed-point rounding differs by at most one level, rarely.
@@ -228,7 +230,7 @@ def test_plain_png_is_decoded_by_opencv_like_pillow(mode: str) -> None:
 
 def test_plain_png_path_keeps_the_working_size_limit() -> None:
     data = encode(Image.new("RGB", (4100, 1000), (10, 200, 30)), "PNG")
-    assert imaging._plain_png_grey(data, Image.open(io.BytesIO(data))) is not None
+    assert imaging._decode_plain_png(data) is not None
     assert decode_image(data).grey.shape == (500, 2048)
 
 
@@ -270,7 +272,7 @@ def _png_cases() -> dict[str, bytes]:
 @pytest.mark.parametrize("case", sorted(_png_cases()))
 def test_pngs_that_need_pillow_are_left_to_it(case: str) -> None:
     data = _png_cases()[case]
-    assert imaging._plain_png_grey(data, Image.open(io.BytesIO(data))) is None
+    assert imaging._decode_plain_png(data) is None
     decoded = decode_image(data)  # Pillow's path decodes each of them
     assert decoded.grey.dtype == np.uint8 and decoded.grey.size > 0
 
@@ -308,7 +310,7 @@ def _rotated_pngs() -> dict[str, bytes]:
 @pytest.mark.parametrize("case", sorted(_rotated_pngs()))
 def test_png_exif_orientation_is_honoured(case: str) -> None:
     data = _rotated_pngs()[case]
-    assert imaging._plain_png_grey(data, Image.open(io.BytesIO(data))) is None
+    assert imaging._decode_plain_png(data) is None
     decoded = decode_image(data)
     assert decoded.grey.shape == (40, 20)  # portrait after rotation
     assert decoded.grey[:4].mean() < decoded.grey[-4:].mean()
@@ -326,7 +328,7 @@ def test_corrupt_png_pixels_are_refused_on_either_path(capfd: pytest.CaptureFixt
     data[5000] ^= 0xFF  # inside IDAT: the chunk walk still sees a whole file
     # The IDAT's CRC no longer matches: Pillow words the refusal, and libpng (OpenCV's
     # decoder) is never handed the file to print its complaint into the server's log.
-    assert imaging._plain_png_grey(bytes(data), Image.open(io.BytesIO(bytes(data)))) is None
+    assert imaging._decode_plain_png(bytes(data)) is None
     with pytest.raises(UploadError, match="truncated or corrupt"):
         decode_image(bytes(data))
     assert "libpng" not in capfd.readouterr().err
@@ -335,7 +337,7 @@ def test_corrupt_png_pixels_are_refused_on_either_path(capfd: pytest.CaptureFixt
 def test_png_with_a_bad_crc_after_the_pixels_is_left_to_pillow() -> None:
     data = bytearray(encode(gradient(), "PNG"))
     data[-1] ^= 0xFF  # IEND's CRC: the pixels themselves are intact
-    assert imaging._plain_png_grey(bytes(data), Image.open(io.BytesIO(bytes(data)))) is None
+    assert imaging._decode_plain_png(bytes(data)) is None
     assert np.array_equal(decode_image(bytes(data)).grey, decode_image(encode(gradient(), "PNG")).grey)
 
 
