@@ -196,9 +196,12 @@ def display_name(raw: str) -> str:
     """A user's file name made safe to show: control characters (NUL, newlines) and
     invisible formatting ones (right-to-left overrides that make "exe.jpg" read
     "gpj.exe") become U+FFFD, visibly; cut to :data:`MAX_NAME_CHARS`."""
+    raw = str(raw)
+    if len(raw) <= MAX_NAME_CHARS and raw.isprintable():
+        return raw  # no control or formatting character (the common case, checked fast)
     cleaned = "".join(
         "\ufffd" if unicodedata.category(c) in ("Cc", "Cf") and c not in _KEPT_FORMAT_CHARS else c
-        for c in str(raw)[: MAX_NAME_CHARS + 1]
+        for c in raw[: MAX_NAME_CHARS + 1]
     )
     return cleaned if len(cleaned) <= MAX_NAME_CHARS else cleaned[: MAX_NAME_CHARS - 1] + "…"
 

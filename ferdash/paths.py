@@ -48,11 +48,11 @@ def iter_image_paths(
     work is done: a mistyped folder should not pass for an empty one.
     """
     found: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
     missing: list[str] = []
 
-    def add(path: Path) -> None:
-        key = path.resolve()
+    def add(path: Path, key: str | None = None) -> None:
+        key = key or os.path.realpath(path)
         if key not in seen:
             seen.add(key)
             found.append(path)
@@ -68,8 +68,8 @@ def iter_image_paths(
         for match in matches:
             path = Path(match)
             if path.is_dir():
-                for image in _folder_images(path, recursive):
-                    add(image)
+                for image, key in _folder_images(path, recursive):
+                    add(image, key)
             else:
                 add(path)
     if missing:
@@ -77,14 +77,18 @@ def iter_image_paths(
     return found
 
 
-def _folder_images(folder: Path, recursive: bool) -> list[Path]:
+def _folder_images(folder: Path, recursive: bool) -> list[tuple[Path, str]]:
+    """The images of ``folder`` (see the module's docstring), each with the real path
+    that tells a file reached twice: the folder's real path and the name, which saves
+    resolving every one of a large folder's files (a link is resolved on its own)."""
     if not recursive:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            real = os.path.realpath(folder)
         except OSError:
             return []
         return [
-            folder / e.name
+            (folder / e.name, os.path.realpath(e.path) if e.is_symlink() else os.path.join(real, e.name))
             for e in entries
             if not e.name.startswith(".") and is_image_name(e.name) and e.is_file()
         ]
@@ -92,10 +96,11 @@ def _folder_images(folder: Path, recursive: bool) -> list[Path]:
     # Links to folders are not followed: a link back up would never end.
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        base = Path(root)
-        images.extend(
-            base / name
-            for name in sorted(files)
-            if not name.startswith(".") and is_image_name(name) and (base / name).is_file()
-        )
+        base, real = Path(root), os.path.realpath(root)
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            if name.startswith(".") or not is_image_name(name) or not os.path.isfile(full):
+                continue
+            key = os.path.realpath(full) if os.path.islink(full) else os.path.join(real, name)
+            images.append((base / name, key))
     return images

@@ -60,7 +60,10 @@ def top_two(classes: Sequence[str], probs: Sequence[float]) -> list[tuple[str, f
 
 def is_uncertain(classes: Sequence[str], probs: Sequence[float]) -> bool:
     """Whether the answer is too weak for one class (see :data:`UNCERTAIN_BELOW`)."""
-    best = top_two(classes, probs)
+    return _weak(top_two(classes, probs))
+
+
+def _weak(best: list[tuple[str, float]]) -> bool:
     if best[0][1] < UNCERTAIN_BELOW:
         return True
     return len(best) > 1 and best[0][1] - best[1][1] < UNCERTAIN_MARGIN
@@ -69,7 +72,7 @@ def is_uncertain(classes: Sequence[str], probs: Sequence[float]) -> bool:
 def answer(classes: Sequence[str], probs: Sequence[float]) -> str:
     """The answer in a word or three: "happy", or "uncertain: sad or neutral"."""
     best = top_two(classes, probs)
-    if is_uncertain(classes, probs) and len(best) > 1:
+    if _weak(best) and len(best) > 1:
         return f"uncertain: {best[0][0]} or {best[1][0]}"
     return best[0][0]
 
@@ -78,7 +81,7 @@ def answer_text(classes: Sequence[str], probs: Sequence[float]) -> str:
     """The card's line: "Top expression: happy (74%)", or for a weak answer
     "Uncertain: sad (38%) or neutral (31%)"."""
     best = top_two(classes, probs)
-    if is_uncertain(classes, probs) and len(best) > 1:
+    if _weak(best) and len(best) > 1:
         (a, pa), (b, pb) = best
         return f"Uncertain: {a} ({percent(pa)}%) or {b} ({percent(pb)}%)"
     return top_class_text(classes, probs)

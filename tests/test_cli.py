@@ -116,6 +116,23 @@ def test_paths_folders_globs_and_files(photos: Path) -> None:
         iter_image_paths([photos, photos / "nowhere", str(photos / "*.gif")])
 
 
+def test_a_file_reached_through_links_or_two_spellings_is_listed_once(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    for name in ("a.png", "b.png", "sub/c.png"):
+        (real / name).write_bytes(b"x")
+    (real / "link-to-a.png").symlink_to(real / "a.png")
+    (tmp_path / "alias").symlink_to(real)
+    dangling = real / "gone.png"
+    dangling.symlink_to(tmp_path / "nothing.png")
+    listed = iter_image_paths([real, tmp_path / "alias", tmp_path / "alias" / "b.png", real / "sub" / ".." / "a.png"])
+    # The link to a.png is a.png; the folder's alias and the other spellings add nothing;
+    # a dangling link is no file.
+    assert [p.relative_to(tmp_path).as_posix() for p in listed] == ["real/a.png", "real/b.png"]
+    deep = iter_image_paths([real, tmp_path / "alias"], recursive=True)
+    assert [p.relative_to(tmp_path).as_posix() for p in deep] == ["real/a.png", "real/b.png", "real/sub/c.png"]
+
+
 # --- predict ---------------------------------------------------------------------------
 
 
