@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
 
     arch_help = "; ".join(f"{a.name}: {a.description}" for a in REGISTRY.values())
+    augmented = " and ".join(a.name for a in REGISTRY.values() if a.default_augment)
     t = sub.add_parser(
         "train",
         help="train an architecture on an image folder",
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=_image_size, metavar="S|HxW", help="input HxW or S; default: the architecture's (48, r_parity 244)")
     aug = t.add_mutually_exclusive_group()
     aug.add_argument("--augment", dest="augment", action="store_true", default=None,
-                     help="random flip/rotation/zoom/translation/contrast layers (default: on for fernet only)")
+                     help=f"random flip/rotation/zoom/translation/contrast layers (default: on for {augmented} only)")
     aug.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation layers")
     t.add_argument("--class-weights", nargs="?", const="balanced", default=DEFAULTS.class_weights,
                    choices=CLASS_WEIGHT_MODES,
