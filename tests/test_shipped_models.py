@@ -30,6 +30,7 @@ SHIPPED = sorted(p for p in DEFAULT_MODELS_DIR.iterdir() if (p / "run.json").is_
 #: What each shipped run must be: the app's defaults, and the R app's own network.
 EXPECTED_CLASSES = {
     "fer7": FER2013_CLASSES,
+    "fer7_fast": FER2013_CLASSES,
     "happy_sad": ("happy", "sad"),
     "r_parity": ("happy", "sad"),
 }
@@ -38,8 +39,19 @@ MAX_MODEL_BYTES = 25 * 1024 * 1024
 
 
 def test_a_shipped_run_shows_per_class_recall_curves() -> None:
-    for name in ("fer7", "happy_sad", "r_parity"):
+    for name in ("fer7", "fer7_fast", "happy_sad", "r_parity"):
         assert read_run_info(DEFAULT_MODELS_DIR / name).meta["class_recall_logged"] is True
+
+
+def test_the_fast_run_is_fer7_taught_to_a_network_a_sixteenth_its_size() -> None:
+    fast = read_run_info(DEFAULT_MODELS_DIR / "fer7_fast").meta
+    fer7 = read_run_info(DEFAULT_MODELS_DIR / "fer7").meta
+    assert fast["architecture"] == "fernet_s" and fer7["architecture"] == "fernet"
+    # Pruned from fer7, then taught by it, through the shipped folder's own path.
+    assert fast["init_from"] == fast["distill_from"] == "models/fer7"
+    assert 0 < fast["distill_weight"] < 1
+    assert fast["params"] * 10 < fer7["params"]
+    assert fast["tta"] is None  # one pass per face: the point of the run
 
 
 def test_models_folder_ships_runs() -> None:
