@@ -110,8 +110,7 @@ def cli_once(
 def prepare_only(folder: Path, input_size: tuple[int, int]) -> float:
     paths = iter_image_paths([folder])
     start = time.perf_counter()
-    names = [str(p) for p in paths]
-    groups = [names[i : i + batch.PREPARE_GROUP] for i in range(0, len(names), batch.PREPARE_GROUP)]
+    groups = batch.prepare_groups([str(p) for p in paths])
     with ThreadPoolExecutor(batch.cpu_count()) as pool:
         # As the command: files in groups, each file's largest face.
         list(pool.map(lambda g: batch._prepare_group(g, input_size, False), groups))

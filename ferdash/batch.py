@@ -113,16 +113,16 @@ def predict_chunks(
             # while this thread waits on the model.
             while len(pending) < 2 and index + len(pending) < len(chunks):
                 upcoming = chunks[index + len(pending)]
-                pending.append(
-                    [
-                        pool.submit(prepare, upcoming[i : i + PREPARE_GROUP])
-                        for i in range(0, len(upcoming), PREPARE_GROUP)
-                    ]
-                )
+                pending.append([pool.submit(prepare, group) for group in prepare_groups(upcoming)])
             prepared = [one for future in pending.popleft() for one in future.result()]
             yield Chunk(tuple(Path(n) for n in chunk), tuple(classify(chunk, prepared, loaded)))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def prepare_groups(names: Sequence[str]) -> list[Sequence[str]]:
+    """``names`` cut into the worker tasks of :data:`PREPARE_GROUP` files, in order."""
+    return [names[i : i + PREPARE_GROUP] for i in range(0, len(names), PREPARE_GROUP)]
 
 
 def _prepare_group(

@@ -43,7 +43,8 @@ class TrainConfig:
     patience: int = 10
     lr_patience: int = 4
     tta: str | None = None
-    #: A run directory of the same architecture whose weights start this run.
+    #: A run directory of the same architecture (or the wider one it narrows, pruned)
+    #: whose weights start this run.
     init_from: str | None = None
     #: A run directory with the same classes and input size whose answers the training
     #: targets mix in (knowledge distillation), through the app's engine.

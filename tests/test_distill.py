@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ferdash.runs.rundir import read_run_info, write_run_info
-from trainingdata import CLASSES, make_dataset
+from trainingdata import CLASSES, assert_runs_refused, make_dataset
 
 SIZE = 32
 
@@ -183,12 +183,7 @@ def test_distill_from_refuses_a_run_that_cannot_teach(dataset: Path, tmp_path: P
         "not a run directory": tmp_path / "missing",
         "this run learns angry, disgust": two_classes,
     }
-    for message, teacher in cases.items():
-        out = tmp_path / f"out-{teacher.name}"
-        assert main([*base, "--out", str(out), "--distill-from", str(teacher)]) == 2
-        err = capsys.readouterr().err
-        assert message in err and "--distill-from" in err, err
-        assert not (out / "model.keras").exists()
+    assert_runs_refused(main, base, "--distill-from", cases, tmp_path, capsys)
     itself = tmp_path / "itself"
     assert main([*base, "--out", str(itself), "--distill-from", str(itself)]) == 2
     assert "is the run being trained" in capsys.readouterr().err

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from ferdash.runs.rundir import read_evaluation, read_history, read_run_info, resolve_data_dir
-from trainingdata import CLASSES, make_dataset, make_image_folder
+from trainingdata import CLASSES, assert_runs_refused, make_dataset, make_image_folder
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 32
@@ -593,12 +593,7 @@ def test_init_from_refuses_a_run_it_cannot_seed_from(dataset: Path, tmp_path: Pa
         "not a Keras .keras archive": write_run(tmp_path / "broken", "fernet", SIZE),
         "records no architecture": write_run(tmp_path / "unnamed", None, SIZE),
     }
-    for message, source in cases.items():
-        out = tmp_path / f"out-{source.name}"
-        assert main([*base, "--out", str(out), "--init-from", str(source)]) == 2
-        err = capsys.readouterr().err
-        assert message in err and "--init-from" in err, err
-        assert not (out / "model.keras").exists()
+    assert_runs_refused(main, base, "--init-from", cases, tmp_path, capsys)
 
     # Seeding a run from itself.
     itself = write_run(tmp_path / "itself", "fernet", SIZE)

@@ -7,6 +7,7 @@ drawn shapes and patterns with random position, size, brightness and noise.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -76,3 +77,21 @@ def make_dataset(
     if test_per_class:
         make_image_folder(root / "test", test_per_class, size, classes, seed=3)
     return root
+
+
+def assert_runs_refused(
+    main: Callable[[list[str]], int],
+    base: list[str],
+    flag: str,
+    cases: dict[str, Path],
+    tmp_path: Path,
+    capsys,
+) -> None:
+    """``python -m training`` with ``flag SOURCE`` fails (exit 2) for every case, saying
+    the case's message and naming the flag, and writes no model."""
+    for message, source in cases.items():
+        out = tmp_path / f"out-{source.name}"
+        assert main([*base, "--out", str(out), flag, str(source)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and flag in err, err
+        assert not (out / "model.keras").exists()

@@ -166,10 +166,9 @@ def _run_training(cfg: TrainConfig, out: Path, cluster: Any, log) -> None:
     def check() -> bool:
         _check_image_size(cfg.arch, size)
         check_writable(out)
-        if cfg.init_from and Path(cfg.init_from).resolve() == Path(cfg.out).resolve():
-            raise TrainingError(f"--init-from {cfg.init_from} is the run being trained")
-        if cfg.distill_from and Path(cfg.distill_from).resolve() == Path(cfg.out).resolve():
-            raise TrainingError(f"--distill-from {cfg.distill_from} is the run being trained")
+        for flag, run in (("--init-from", cfg.init_from), ("--distill-from", cfg.distill_from)):
+            if run and Path(run).resolve() == Path(cfg.out).resolve():
+                raise TrainingError(f"{flag} {run} is the run being trained")
         # Whether the run is finished is the chief's to say: a worker's copy is gone then.
         return team.is_chief and resume.already_finished(out, identity, overwrite=cfg.overwrite, log=log)
 
